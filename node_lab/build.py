@@ -1,0 +1,185 @@
+"""The build layer: composed config → objects, with every check a person needs.
+
+This is the only module (with :mod:`node_lab.cli`) that reads ``cfg``. Each group is
+instantiated from its ``_target_``; a :class:`ConfigError` raised by a component names its own
+key, and is re-raised here with the group prefix so the message names the override to fix.
+Cross-group rules live in :func:`check_combination`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from node_lab.augmentation import Augmentation
+from node_lab.datasets.base import Dataset, Task
+from node_lab.device import Device
+from node_lab.errors import ConfigError, check_number
+from node_lab.models.base import ODEModel
+from node_lab.solvers import Solver
+from node_lab.steer import EndTimeSampler, FixedEndTime
+from node_lab.tracking import RunLogger
+
+ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
+
+
+@dataclass
+class TrainSettings:
+    """``train/``: length, batching, evaluation, logging and resume."""
+
+    iterations: int | None = 300
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_every: int = 50
+    log_every: int = 50
+    resume: bool = False
+    resume_from: str | None = None
+    figures: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.iterations is None) == (self.epochs is None):
+            raise ConfigError("iterations", self.iterations, "set exactly one of train.iterations and train.epochs",
+                              fix="train.epochs=null (or train.iterations=null)")
+        check_number("iterations", self.iterations, kind=int, low=1, allow_none=True)
+        check_number("epochs", self.epochs, kind=int, low=1, allow_none=True)
+        check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
+        check_number("eval_every", self.eval_every, kind=int, low=1)
+        check_number("log_every", self.log_every, kind=int, low=1)
+        for key in ("resume", "figures"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
+        if self.resume_from is not None and not Path(self.resume_from).exists():
+            raise ConfigError("resume_from", self.resume_from, "no such checkpoint or run directory",
+                              fix="point train.resume_from at a run directory holding checkpoint.pt")
+
+    def total_iterations(self, n_train: int) -> int:
+        if self.iterations is not None:
+            return self.iterations
+        per_epoch = -(-n_train // self.batch_size) if self.batch_size else 1
+        return self.epochs * per_epoch
+
+
+@dataclass
+class Built:
+    """Everything a job needs, as objects; ``config`` is the resolved config as a plain dict."""
+
+    seed: int
+    dataset: Dataset
+    augmentation: Augmentation
+    solver: Solver
+    steer: EndTimeSampler
+    device: Device
+    model: ODEModel
+    optimizer: Callable[..., torch.optim.Optimizer]
+    logger: RunLogger
+    train: TrainSettings
+    t0: float
+    t1: float
+    config: dict
+
+
+def _group(cfg: DictConfig, group: str, **runtime):
+    """Instantiate ``cfg[group]``; errors come back as one-line ConfigErrors naming ``group.key``."""
+    node = cfg[group]
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.with_prefix(group) from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            bad = str(cause).split("'")[-2]
+            target = node.get("_target_", "")
+            raise ConfigError(f"{group}.{bad}", node.get(bad), f"not a parameter of {target}",
+                              choices=_parameters(target), fix=f"remove or correct {group}.{bad}") from None
+        raise ConfigError(group, node.get("_target_"), str(cause or err).splitlines()[0]) from None
+    except ConfigError as err:  # raised outside a _target_ call (e.g. by a partial's checks)
+        raise err.with_prefix(group) from None
+
+
+def _parameters(target: str) -> list[str]:
+    try:
+        module, _, name = target.rpartition(".")
+        obj = getattr(__import__(module, fromlist=[name]), name)
+        return [p for p in inspect.signature(obj).parameters if p not in ("self", "kwargs", "common")]
+    except Exception:  # a listing is a courtesy; the error itself is already clear
+        return []
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def data_path(path: str) -> Path:
+    """``paths.data_dir`` as an absolute path (relative paths are relative to the launch directory)."""
+    return Path(os.path.expanduser(path)).resolve()
+
+
+def check_combination(dataset: Dataset, solver: Solver, steer: EndTimeSampler, model_cfg: DictConfig) -> tuple:
+    """Cross-group rules; returns the integration interval (t0, T) of end-state tasks."""
+    if dataset.task == Task.trajectory:
+        if solver.t0 is not None or solver.t1 is not None:
+            raise ConfigError("solver.t1" if solver.t1 is not None else "solver.t0", solver.t1 or solver.t0,
+                              f"{dataset.describe()} is a trajectory task: its time grid sets the interval",
+                              fix="solver.t0=null solver.t1=null")
+        if not isinstance(steer, FixedEndTime):
+            raise ConfigError("steer", steer.name, f"STEER samples the end time of end-state tasks; "
+                              f"{dataset.describe()} is a trajectory task", choices=["off"], fix="steer=off")
+        t0, t1 = ENDPOINT_INTERVAL
+    else:
+        t0 = ENDPOINT_INTERVAL[0] if solver.t0 is None else float(solver.t0)
+        t1 = ENDPOINT_INTERVAL[1] if solver.t1 is None else float(solver.t1)
+        if t1 <= t0:
+            raise ConfigError("solver.t1", t1, f"must be greater than t0={t0:g}")
+        try:
+            steer.check(t0, t1)
+        except ConfigError as err:
+            raise err.with_prefix("steer") from None
+    if model_cfg.get("init_velocity") == "given" and not dataset.has_velocity:
+        raise ConfigError("model.init_velocity", "given", f"{dataset.describe()} has no known velocity",
+                          choices=["learned", "zero"], fix="model.init_velocity=learned")
+    return t0, t1
+
+
+def build(cfg: DictConfig) -> Built:
+    """Validate and instantiate every group. Cheap: no data is loaded (``dataset.load()`` is
+    the job's first step), so a whole sweep can be checked before any job starts."""
+    check_number("seed", cfg.seed, kind=int, low=0)
+    seed_everything(cfg.seed)
+    dataset: Dataset = _group(cfg, "dataset")
+    augmentation: Augmentation = _group(cfg, "augmentation")
+    solver: Solver = _group(cfg, "solver")
+    steer: EndTimeSampler = _group(cfg, "steer")
+    device: Device = _group(cfg, "device")
+    logger: RunLogger = _group(cfg, "logger")
+    try:
+        train = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))
+    except ConfigError as err:
+        raise err.with_prefix("train") from None
+    except TypeError as err:
+        bad = str(err).split("'")[-2]
+        raise ConfigError(f"train.{bad}", cfg.train.get(bad), "unknown key",
+                          choices=list(TrainSettings.__dataclass_fields__)) from None
+    t0, t1 = check_combination(dataset, solver, steer, cfg.model)
+    model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
+                             solver=solver, augmentation=augmentation)
+    optimizer = _group(cfg, "optim")
+    try:
+        optimizer(model.parameters())
+    except ValueError as err:  # torch's own range checks (lr, momentum, …)
+        raise ConfigError("optim", OmegaConf.to_container(cfg.optim), str(err).splitlines()[0]) from None
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, train,
+                 t0, t1, config)

@@ -1,0 +1,178 @@
+"""``node-lab <command>``: a thin CLI in front of Hydra.
+
+``node-lab train [overrides]`` first composes and validates every job of the command (each
+combination of a ``-m`` sweep) and stops with a one-line error before anything is written if
+one is wrong; then it hands argv to Hydra, which owns everything after the subcommand (``-m``,
+``--help``, ``--cfg job``, ``hydra/launcher=…``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from node_lab import __version__
+from node_lab.errors import ConfigError, RunFailed
+
+log = logging.getLogger("node_lab")
+
+COMMANDS = {"train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job"}
+USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
+    f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
+    "\n\nnode-lab train --help lists the config groups and their options.")
+
+# Flags after which Hydra only prints or inspects: nothing to validate or run.
+_INSPECT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc",
+                  "-p", "--package", "-r", "--resolve", "--version")
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        print(f"node-lab {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
+                                  fix="node-lab train [overrides]"))
+    return train(rest)
+
+
+def train(args: list[str]) -> int:
+    if not any(a in _INSPECT_FLAGS or a.split("=")[0] in _INSPECT_FLAGS for a in args):
+        code = preflight(args)
+        if code:
+            return code
+    sys.argv = ["node-lab train", *args]  # Hydra parses sys.argv
+    _hydra_train()
+    return 0
+
+
+def preflight(args: list[str]) -> int:
+    """Compose and build every job of ``args``; 0 if all are valid, else print one line and return 2."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from node_lab.build import build
+
+    if any(a.startswith("-") and a not in _MULTIRUN_FLAGS for a in args):
+        return 0  # other Hydra flags (--config-dir, …): Hydra checks them itself
+    multirun = any(a in _MULTIRUN_FLAGS for a in args)
+    overrides = [a for a in args if a not in _MULTIRUN_FLAGS]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("node_lab.conf", version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            jobs = [overrides]
+            if multirun:
+                parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+                jobs = BasicSweeper.split_arguments(parsed, None)[0]
+            for job in jobs:
+                try:
+                    build(compose("config", overrides=job))
+                except Exception as err:
+                    message = describe_error(err, job, loader)
+                    if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                        raise
+                    return _error(message)
+    except Exception as err:
+        message = describe_error(err, overrides, None)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return _error(message)
+    finally:
+        GlobalHydra.instance().clear()
+    return 0
+
+
+def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
+    """One line for a composition or validation error; None for errors that are bugs."""
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, ConfigError):
+        return err.message()
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, MissingConfigException):
+        group, _, option = (err.missing_cfg_file or "").rpartition("/")
+        if group and err.options is not None:
+            return ConfigError(group.replace("/", "."), option, f"unknown {group} option",
+                               choices=sorted(err.options), fix=f"{group}={sorted(err.options)[0]}").message()
+        return first
+    if isinstance(err, ConfigCompositionException) and first.startswith("Could not override '"):
+        key = first.split("'")[1]
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
+        parent, _, leaf = key.rpartition(".")
+        valid = _keys_of(parent, [o for o in overrides if o.split("=", 1)[0] != key])
+        close = [k for k in valid if k.startswith(leaf[:2])] or valid
+        return ConfigError(key, value, f"unknown key in '{parent or 'config'}'", choices=valid,
+                           fix=f"did you mean {parent + '.' if parent else ''}{close[0]}? (prefix + to add a new key)"
+                           if close else "prefix + to add a new key").message()
+    if isinstance(err, (OverrideParseException, HydraException, OmegaConfBaseException)):
+        return first
+    return None
+
+
+def _keys_of(parent: str, overrides: list[str]) -> list[str]:
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    try:
+        node = compose("config", overrides=overrides)
+        node = OmegaConf.select(node, parent) if parent else node
+        return sorted(k for k in node.keys() if not str(k).startswith("_")) if node is not None else []
+    except Exception:  # a listing is a courtesy
+        return []
+
+
+def _error(err: ConfigError | str) -> int:
+    text = err.message() if isinstance(err, ConfigError) else err
+    print(f"node-lab: error: {text}", file=sys.stderr)
+    return 2
+
+
+@hydra.main(version_base="1.3", config_path="pkg://node_lab.conf", config_name="config")
+def _hydra_train(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from node_lab import job
+    from node_lab.build import build
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    sweep = Path(hc.sweep.dir)
+    group = cfg.get("experiment_name") or (f"sweep-{sweep.parent.name}-{sweep.name}" if multirun else "runs")
+    name = hc.job.override_dirname or "default"
+    try:
+        metrics = job.run(build(cfg), run_dir, group=group, name=name)
+    except ConfigError as err:
+        if multirun:  # Hydra records the failure and goes on with the other jobs
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run directory
+        sys.exit(_error(err))
+    log.info("summary\n%s", job.summary_text(metrics))
+    if metrics["status"] != "completed":
+        if multirun:
+            raise RunFailed(f"{run_dir}: {metrics['status']}: {metrics['reason']}")
+        sys.exit(1)
+    final = metrics["final"].get(f"test_{metrics['metric']}")
+    return float(final) if final is not None else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The dataset contract every `dataset/` option meets.
+
+A dataset option is a class whose constructor takes the YAML's keys, checks them cheaply (no
+loading, so a sweep can be validated before any job starts) and declares what the task is;
+:meth:`Dataset.load` then builds the tensors from an explicit seed (generated data) or from a
+path under ``paths.data_dir`` (files).
+
+Tensor layout (B = samples, d = data dims, T = time points):
+
+- ``classification``: ``x`` (B, d, …) → ``y`` (B,) integer classes (cross-entropy), or
+  (B, 1) ±1 labels (MSE on the labels, accuracy by sign).
+- ``regression``: ``x`` (B, d) → end state ``y`` (B, out), MSE.
+- ``trajectory``: initial state ``x`` (B, d) at ``times[0]`` → ``y`` (T, B, out) at ``times``; MSE
+  over the time points marked ``observed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import torch
+
+from node_lab.errors import ConfigError
+
+
+class Task(str, Enum):
+    classification = "classification"
+    regression = "regression"
+    trajectory = "trajectory"
+
+
+@dataclass
+class Split:
+    """One split. ``v0``: known true initial velocity (B, d); ``velocity``: true velocity along
+    the trajectory (T, B, d); ``times``: (T,) grid of trajectory tasks; ``observed``: (T,) bool,
+    the points that count in loss and metrics (None: all)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    v0: torch.Tensor | None = None
+    velocity: torch.Tensor | None = None
+    times: torch.Tensor | None = None
+    observed: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batch(self, index: torch.Tensor) -> Split:
+        """Rows ``index`` of every per-sample tensor (trajectories are indexed on dim 1)."""
+        traj = self.times is not None
+        return replace(
+            self,
+            x=self.x[index],
+            y=self.y[:, index] if traj else self.y[index],
+            v0=None if self.v0 is None else self.v0[index],
+            velocity=None if self.velocity is None else self.velocity[:, index],
+        )
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Split:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            return t.to(device, dtype) if t.is_floating_point() else t.to(device)
+
+        return Split(*(move(getattr(self, f)) for f in ("x", "y", "v0", "velocity", "times", "observed")))
+
+
+class Forcing:
+    """A sampled input signal u(t), linearly interpolated with torch ops on the time tensor
+    (no Python or numpy per evaluation). ``outside``: ``zero`` or ``clamp`` beyond the samples."""
+
+    def __init__(self, times: torch.Tensor, values: torch.Tensor, outside: str = "zero") -> None:
+        if outside not in ("zero", "clamp"):
+            raise ConfigError("forcing_outside", outside, "unknown choice", choices=["zero", "clamp"])
+        self.times = times  # (N,) increasing
+        self.values = values if values.dim() == 2 else values[:, None]  # (N, k)
+        self.outside = outside
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        """u(t) for a scalar time tensor → (k,)."""
+        ts, vs = self.times, self.values
+        i = torch.searchsorted(ts, t.reshape(1).to(ts.dtype)).clamp(1, len(ts) - 1)
+        t_lo, t_hi = ts[i - 1], ts[i]
+        w = ((t.to(ts.dtype) - t_lo) / (t_hi - t_lo)).clamp(0.0, 1.0)
+        u = (vs[i - 1] + w[:, None] * (vs[i] - vs[i - 1]))[0]
+        if self.outside == "zero":
+            inside = (t >= ts[0]) & (t <= ts[-1])
+            u = u * inside.to(u.dtype)
+        return u
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Forcing:
+        return Forcing(self.times.to(device, dtype), self.values.to(device, dtype), self.outside)
+
+
+@dataclass
+class Data:
+    """What :meth:`Dataset.load` returns."""
+
+    task: Task
+    train: Split
+    test: Split
+    loss: str  # "mse" | "cross_entropy"
+    output_dim: int
+    forcing: Forcing | None = None
+
+    @property
+    def data_dim(self) -> int:
+        return self.train.x.shape[1]
+
+
+class Dataset:
+    """Base of every dataset option. Subclasses set ``task``, ``data_dim``, ``output_dim``,
+    ``loss`` and ``has_velocity`` in ``__init__`` (cheap) and implement :meth:`load`."""
+
+    task: Task
+    data_dim: int
+    output_dim: int
+    loss: str = "mse"
+    has_velocity: bool = False
+    has_forcing: bool = False
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError("seed", seed, "must be an integer")
+        self.seed = seed
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def load(self) -> Data:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__

@@ -1,0 +1,202 @@
+"""One training job in one run directory: load data, resume, fit, write the run's files.
+
+Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
+
+- ``metrics.json``: status (completed | diverged) and reason, final and best metrics, forward
+  and backward NFE, wall time, parameter count, seed, iterations;
+- ``history.csv``: one row per iteration (loss, metric, NFE, step time, STEER end time);
+- ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config;
+- ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from node_lab import plots
+from node_lab.build import Built
+from node_lab.datasets.base import Data, Task
+from node_lab.errors import ConfigError
+from node_lab.train import Progress, evaluate, fit, metric_name
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, built: Built, optimizer, progress: Progress, generator: torch.Generator) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": built.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "progress": asdict(progress), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "config": built.config}, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint behind
+
+
+def _resume_source(built: Built, run_dir: Path) -> Path | None:
+    if built.train.resume_from:
+        source = Path(built.train.resume_from)
+        source = source / CHECKPOINT if source.is_dir() else source
+        if not source.is_file():
+            raise ConfigError("train.resume_from", built.train.resume_from, f"has no {CHECKPOINT}")
+        return source
+    if built.train.resume and (run_dir / CHECKPOINT).is_file():
+        return run_dir / CHECKPOINT  # e.g. a requeued job that reuses its run directory
+    return None
+
+
+def _load_data(built: Built) -> Data:
+    data = built.dataset.load()
+    dev, dtype = built.device.torch_device, built.device.dtype
+    data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
+    if data.forcing is not None:
+        data.forcing = data.forcing.to(dev, dtype)
+    n = len(data.train)
+    if built.train.batch_size is not None and built.train.batch_size > n:
+        raise ConfigError("train.batch_size", built.train.batch_size,
+                          f"exceeds the {n} training samples of {built.dataset.describe()}",
+                          fix=f"train.batch_size=null (full batch) or <= {n}")
+    return data
+
+
+def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
+    """Train one job; returns the metrics written to ``metrics.json``."""
+    started = time.perf_counter()
+    built.device.activate()
+    data = _load_data(built)
+    model = built.model.to(built.device.torch_device, built.device.dtype)
+    optimizer = built.optimizer(model.parameters())
+    generator = torch.Generator().manual_seed(built.seed)
+    progress = Progress()
+    source = _resume_source(built, run_dir)
+    if source is not None:
+        state = torch.load(source, map_location=built.device.torch_device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        progress = Progress(**state["progress"])
+        progress.status = "running"
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at iteration %d", source, progress.iteration)
+    iterations = built.train.total_iterations(len(data.train))
+    log.info("model %s | solver %s | steer %s | device %s | %d params | %d iterations",
+             model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
+             n_params(model), iterations)
+    built.logger.start(run_dir, built.config, group, name)
+    failed, metrics = True, {}
+    try:
+        fit(model, data, optimizer, built.steer, t0=built.t0, t1=built.t1, iterations=iterations,
+            batch_size=built.train.batch_size, eval_every=built.train.eval_every,
+            log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
+            on_eval=lambda p: save_checkpoint(run_dir / CHECKPOINT, built, optimizer, p, generator))
+        metrics = summarise(built, data, model, progress, time.perf_counter() - started, run_dir)
+        save_checkpoint(run_dir / CHECKPOINT, built, optimizer, progress, generator)
+        write_history(run_dir / "history.csv", progress.history)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if built.train.figures and progress.history:
+            built.logger.log_images(make_figures(built, data, model, progress, run_dir))
+        failed = progress.status != "completed"
+    finally:
+        built.logger.finish(summary=metrics, failed=failed)
+    return metrics
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def summarise(built: Built, data: Data, model, progress: Progress, wall: float, run_dir: Path) -> dict:
+    name = metric_name(data)
+    final = {}
+    if progress.status == "completed":
+        for split_name, split in (("train", data.train), ("test", data.test)):
+            result = evaluate(model, data, split, built.t0, built.t1)
+            final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+    hist = progress.history
+    mean = (lambda key: float(np.mean([r[key] for r in hist]))) if hist else (lambda key: 0.0)
+    return {
+        "status": progress.status,
+        "reason": progress.reason,
+        "metric": name,
+        "final": final,
+        "best": {f"test_{name}": progress.best, "iteration": progress.best_iteration},
+        "iterations": progress.iteration,
+        "nfe_forward": {"mean": mean("nfe_forward"), "total": int(sum(r["nfe_forward"] for r in hist))},
+        "nfe_backward": {"mean": mean("nfe_backward"), "total": int(sum(r["nfe_backward"] for r in hist))},
+        "wall_time": wall,
+        "step_time_mean": mean("step_time"),
+        "params": n_params(model),
+        "seed": built.seed,
+        "run_dir": str(run_dir),
+    }
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@torch.no_grad()
+def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: Path) -> dict[str, Path]:
+    """loss.png and predictions.png (decision regions, end-state trajectories or the series fit)."""
+    model.eval()
+    figures = {"loss": plots.loss_curve(progress.history, metric_name(data), run_dir / "loss.png")}
+    out = run_dir / "predictions.png"
+    test = data.test
+    as_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    try:
+        if data.task == Task.classification and data.loss == "mse" and data.data_dim == 2:
+            lo, hi = test.x.min(0).values - 0.2, test.x.max(0).values + 0.2
+            gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 80), torch.linspace(lo[1], hi[1], 80),
+                                    indexing="xy")
+            grid = torch.stack([gx.flatten(), gy.flatten()], 1).to(test.x)
+            times = torch.tensor([built.t0, built.t1]).to(test.x)
+            values = model(grid, times)[-1, :, 0].reshape(gx.shape)
+            figures["predictions"] = plots.decision_regions(as_np(gx), as_np(gy), as_np(values),
+                                                            as_np(test.x), as_np(test.y[:, 0]), out)
+        elif data.task == Task.trajectory:
+            dense = torch.linspace(float(test.times[0]), float(test.times[-1]), 200).to(test.x)
+            pred = model(test.x, dense, test.v0)[:, :, 0]  # (T, B)
+            split_t = float(data.train.times[-1]) if test.observed is not None else None
+            figures["predictions"] = plots.trajectories(as_np(dense), as_np(pred), out, data_t=as_np(test.times),
+                                                        data_y=as_np(test.y[:, :, 0]), split_t=split_t,
+                                                        title="fit (train | extrapolation)")
+        elif data.loss == "mse" and data.data_dim == 1:
+            dense = torch.linspace(built.t0, built.t1, 50).to(test.x)
+            states = model.read(model.trajectory(test.x, dense, test.v0))[:, :, 0]  # (T, B)
+            targets = as_np(test.y[:, 0]) if data.task == Task.regression else None
+            figures["predictions"] = plots.trajectories(as_np(dense), as_np(states), out, targets=targets,
+                                                        title="state trajectories (first data dim)")
+    except (AssertionError, RuntimeError, FloatingPointError) as err:  # a diverged model can't be drawn
+        log.warning("predictions figure skipped: %s", str(err).splitlines()[0])
+    model.train()
+    return figures
+
+
+def summary_text(metrics: dict) -> str:
+    name = metrics["metric"]
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    final = metrics["final"]
+    lines = [
+        f"status      {metrics['status']}" + (f" ({metrics['reason']})" if metrics["reason"] else ""),
+        f"final       train {name} {fmt(final.get(f'train_{name}'))} | test {name} "
+        f"{fmt(final.get(f'test_{name}'))} | test loss {fmt(final.get('test_loss'))}",
+        f"best        test {name} {fmt(metrics['best'][f'test_{name}'])} at iteration {metrics['best']['iteration']}",
+        f"NFE / iter  forward {metrics['nfe_forward']['mean']:.1f} | backward {metrics['nfe_backward']['mean']:.1f}",
+        f"wall time   {metrics['wall_time']:.1f} s ({1e3 * metrics['step_time_mean']:.1f} ms/iteration), "
+        f"{metrics['iterations']} iterations",
+        f"parameters  {metrics['params']}",
+        f"run dir     {metrics['run_dir']}",
+    ]
+    return "\n".join(lines)

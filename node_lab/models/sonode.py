@@ -1,0 +1,94 @@
+"""Second-order neural ODE (SONODE, Norcliffe et al. 2020).
+
+State [x, v] (positions and velocities stacked on dim 1), trained through the coupled
+first-order system dx/dt = v, dv/dt = f(x, v, t), which the paper shows equivalent to and cheaper
+than the second-order adjoint.
+
+Augmentation for SONODE means extra *position* dims: the augmentation maps x (d) to the position
+(d + p) (zeros: extra zero positions; input_layer: a learned linear map), and the velocity has the
+same d + p dims. The initial velocity is ``zero``, ``given`` by the dataset (its v0, with the p
+augmented velocities zero) or ``learned`` by a small network of the (augmented) initial position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from node_lab.errors import ConfigError, check_choice
+from node_lab.models.base import ODEModel
+from node_lab.models.fields import mlp
+
+INIT_VELOCITY = ["zero", "given", "learned"]
+ACCEL_INPUTS = ["xv", "x", "v"]
+
+
+class _SecondOrder(nn.Module):
+    """(t, [x, v]) → [v, f(t, inputs)] where inputs are x and/or v."""
+
+    def __init__(self, accel: nn.Module, inputs: str) -> None:
+        super().__init__()
+        self.accel = accel
+        self.inputs = inputs
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x, v = z.chunk(2, dim=1)  # (B, n), (B, n)
+        features = {"xv": z, "x": x, "v": v}[self.inputs]
+        return torch.cat([v, self.accel(t, features)], dim=1)
+
+
+class _InitialVelocity(nn.Module):
+    def __init__(self, mode: str, n: int, d: int, hidden: list[int], activation: str) -> None:
+        super().__init__()
+        self.mode, self.n, self.d = mode, n, d
+        self.net = mlp(n, n, hidden, activation) if mode == "learned" else None
+
+    def forward(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+        if self.mode == "learned":
+            return self.net(x)
+        if self.mode == "zero":
+            return torch.zeros_like(x)
+        if v0 is None:
+            raise ConfigError("model.init_velocity", "given", "the batch carries no initial velocity")
+        pad = x.new_zeros(x.shape[0], self.n - self.d)  # augmented velocities start at 0
+        return torch.cat([v0, pad], dim=1)
+
+
+class SecondOrderODE(ODEModel):
+    """**Arguments:** ``field``: partial acceleration field, called with ``in_dim`` (2n for
+    ``inputs: xv``, n for x or v only) and ``out_dim = n`` (n = d + p); ``inputs``: what the
+    acceleration sees (xv | x | v); ``init_velocity``: zero | given | learned;
+    ``velocity_net``: ``{hidden, activation}`` of the learned initial velocity; ``readout.dims``:
+    ``data`` = the first d positions, ``all`` = all d + p positions."""
+
+    def __init__(
+        self,
+        field: Callable[..., nn.Module],
+        inputs: str = "xv",
+        init_velocity: str = "learned",
+        velocity_net: dict | None = None,
+        **common,
+    ) -> None:
+        super().__init__(**common)
+        check_choice("inputs", inputs, ACCEL_INPUTS)
+        check_choice("init_velocity", init_velocity, INIT_VELOCITY)
+        net = {"hidden": [20, 20], "activation": "elu", **(velocity_net or {})}
+        n = self.state_dim
+        self.init_velocity = init_velocity
+        self.initial = self.augmentation.module(self.data_dim)
+        self.velocity = self.make("velocity_net", _InitialVelocity, mode=init_velocity, n=n, d=self.data_dim,
+                                  hidden=list(net["hidden"]), activation=net["activation"])
+        accel = self.make("field", field, in_dim=2 * n if inputs == "xv" else n, out_dim=n)
+        self.dynamics = _SecondOrder(accel, inputs)
+        self.build_head()
+
+    def initial_state(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+        position = self.initial(x)  # (B, n)
+        return torch.cat([position, self.velocity(position, v0)], dim=1)  # (B, 2n)
+
+
+    def velocity_of(self, zs: torch.Tensor) -> torch.Tensor:
+        """The data-dim velocities (T, B, d) of a state trajectory."""
+        return zs[:, :, self.state_dim : self.state_dim + self.data_dim]

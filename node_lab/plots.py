@@ -1,0 +1,83 @@
+"""Figures from arrays (never from a model or a config), saved as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_curve(history: list[dict], metric: str, path: Path) -> Path:
+    """Training loss per iteration (log scale) and the test metric at evaluation points."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    its = [r["iteration"] for r in history]
+    ax.plot(its, [r["loss"] for r in history], label="train loss", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    evals = [(r["iteration"], r[f"test_{metric}"]) for r in history if f"test_{metric}" in r]
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*evals), "o-", color="C1", ms=3, label=f"test {metric}")
+        ax2.set_ylabel(f"test {metric}")
+        if metric == "mse":
+            ax2.set_yscale("log")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def decision_regions(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray,
+                     points: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """2-D classification: the model's output over a grid, with the test points on top."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    cs = ax.contourf(grid_x, grid_y, values, levels=20, cmap="RdBu", alpha=0.8)
+    fig.colorbar(cs, ax=ax, label="model output")
+    ax.contour(grid_x, grid_y, values, levels=[0.0], colors="k", linewidths=1)
+    ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="RdBu", vmin=-1.5, vmax=1.5, edgecolors="k", linewidths=0.4, s=18)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.set_title("decision regions (test points)")
+    return _save(fig, path)
+
+
+def scores_1d(x: np.ndarray, out: np.ndarray, points: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """1-D (or projected) classification: model output against the first input coordinate."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, out, lw=1, label="model output")
+    ax.scatter(points, labels, s=10, c="C1", label="test labels")
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_xlabel("x1")
+    ax.legend()
+    return _save(fig, path)
+
+
+def trajectories(times: np.ndarray, paths: np.ndarray, path: Path, *, data_t: np.ndarray | None = None,
+                 data_y: np.ndarray | None = None, split_t: float | None = None,
+                 targets: np.ndarray | None = None, title: str = "") -> Path:
+    """Model trajectories (T, B) over time, with data points or end-state targets."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(times, paths, lw=1, color="C0", alpha=0.8)
+    if data_t is not None:
+        ax.scatter(data_t, data_y, s=10, color="C1", label="data", zorder=3)
+    if targets is not None:
+        ax.scatter(np.full(len(targets), times[-1]), targets, marker="x", color="C3", label="targets", zorder=3)
+    if split_t is not None:
+        ax.axvline(split_t, color="k", ls="--", lw=0.8, label="train | test")
+    ax.set_xlabel("t")
+    ax.set_ylabel("x1")
+    ax.set_title(title)
+    if data_t is not None or targets is not None:
+        ax.legend()
+    return _save(fig, path)

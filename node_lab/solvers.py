@@ -1,0 +1,118 @@
+"""The `solver/` group: one place that calls torchdiffeq.
+
+Every model integrates through :meth:`Solver.solve`, which also counts function evaluations
+(NFE) so the training loop can report forward and backward NFE separately.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
+
+from node_lab.errors import ConfigError, check_number
+
+# scipy_solver has no autograd: it cannot train a model, so it is not offered.
+METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"]
+FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
+                                          "explicit_adams", "implicit_adams", "fixed_adams")]
+ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID]
+
+
+class _Counted(nn.Module):
+    """Wraps a vector field and counts its calls; parameters pass through for the adjoint."""
+
+    def __init__(self, func: nn.Module, solver: Solver) -> None:
+        super().__init__()
+        self.func = func
+        self._solver = [solver]  # a list keeps the solver out of the module tree
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self._solver[0].nfe += 1
+        return self.func(t, z)
+
+
+class Solver:
+    """Integrates ``dz/dt = func(t, z)`` with a torchdiffeq method.
+
+    **Arguments:**
+    - ``method``: any torchdiffeq method name (``dopri5``, ``rk4``, …).
+    - ``rtol``, ``atol``: tolerances of adaptive methods.
+    - ``step_size``: step of fixed-grid methods (required for them; torchdiffeq would otherwise
+      step only between the requested times, a silent accuracy trap).
+    - ``max_num_steps``: cap on adaptive steps, so a stiff run fails instead of hanging.
+    - ``adjoint``: gradients by the adjoint method instead of backprop through the solver.
+    - ``adjoint_seminorm``: Kidger et al.'s seminorm for the adjoint's step control.
+    - ``t0``, ``t1``: integration interval of end-state tasks (``null``: the task's own, [0, 1]).
+    """
+
+    def __init__(
+        self,
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-3,
+        step_size: float | None = None,
+        max_num_steps: int = 10_000,
+        adjoint: bool = False,
+        adjoint_seminorm: bool = True,
+        t0: float | None = None,
+        t1: float | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ConfigError("method", method, "not a torchdiffeq method", choices=METHODS,
+                              fix="solver=dopri5 (or solver.method=<one of the valid names>)")
+        check_number("rtol", rtol, low=0, low_open=True)
+        check_number("atol", atol, low=0, low_open=True)
+        check_number("max_num_steps", max_num_steps, kind=int, low=1)
+        if method in FIXED_GRID:
+            if step_size is None:
+                raise ConfigError("step_size", None, f"{method} is a fixed-grid method and needs a step",
+                                  fix="e.g. solver.step_size=0.05")
+            check_number("step_size", step_size, low=0, low_open=True)
+        elif step_size is not None:
+            raise ConfigError("step_size", step_size, f"{method} is adaptive and takes no step_size",
+                              choices=FIXED_GRID, fix="solver.step_size=null, or pick a fixed-grid method")
+        for key, flag in (("adjoint", adjoint), ("adjoint_seminorm", adjoint_seminorm)):
+            if not isinstance(flag, bool):
+                raise ConfigError(key, flag, "must be true or false", choices=[True, False])
+        check_number("t0", t0, allow_none=True)
+        check_number("t1", t1, allow_none=True)
+        if t0 is not None and t1 is not None and t1 <= t0:
+            raise ConfigError("t1", t1, f"must be greater than solver.t0={t0:g}")
+        self.method = method
+        self.rtol, self.atol = rtol, atol
+        self.step_size = step_size
+        self.max_num_steps = max_num_steps
+        self.adjoint = adjoint
+        self.adjoint_seminorm = adjoint_seminorm
+        self.t0, self.t1 = t0, t1
+        self.nfe = 0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE
+
+    def options(self) -> dict:
+        if self.adaptive:
+            return {"max_num_steps": self.max_num_steps}
+        return {"step_size": self.step_size}
+
+    def solve(self, func: nn.Module, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """Integrate from ``z0`` (B, …) at ``times[0]``; returns the states at ``times`` (T, B, …)."""
+        counted = _Counted(func, self)
+        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options())
+        if not self.adjoint:
+            return odeint(counted, z0, times, **kwargs)
+        adjoint_options = dict(self.options())
+        if self.adjoint_seminorm and self.adaptive:  # fixed-grid steps have no error norm
+            adjoint_options["norm"] = "seminorm"
+        return odeint_adjoint(counted, z0, times, adjoint_params=tuple(func.parameters()),
+                              adjoint_options=adjoint_options, **kwargs)
+
+    def describe(self) -> str:
+        if self.adaptive:
+            text = f"{self.method} rtol={self.rtol:g} atol={self.atol:g}"
+        else:
+            text = f"{self.method} step={self.step_size:g}"
+        return text + (" adjoint" + ("+seminorm" if self.adjoint_seminorm else "") if self.adjoint else "")

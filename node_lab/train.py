@@ -1,0 +1,161 @@
+"""The training loop. Imports neither Hydra nor W&B: everything arrives as explicit arguments."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from node_lab.datasets.base import Data, Split, Task
+from node_lab.models.base import ODEModel
+from node_lab.steer import EndTimeSampler
+from node_lab.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; checkpointed, so a resumed run continues the same history."""
+
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: float | None = None
+    best_iteration: int | None = None
+    status: str = "running"
+    reason: str = ""
+
+
+def is_divergence(err: BaseException) -> bool:
+    """A blow-up of the learned dynamics rather than a bug: non-finite values, torchdiffeq's
+    "underflow in dt" (an AssertionError) or its step cap ("max_num_steps exceeded")."""
+    text = str(err)
+    return isinstance(err, FloatingPointError) or "underflow in dt" in text or "max_num_steps" in text
+
+
+def metric_name(data: Data) -> str:
+    return "accuracy" if data.task == Task.classification else "mse"
+
+
+def higher_is_better(data: Data) -> bool:
+    return data.task == Task.classification
+
+
+def _times(split: Split, t0: float, t1: float, like: torch.Tensor) -> torch.Tensor:
+    if split.times is not None:
+        return split.times
+    return torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
+
+
+def _predict(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> torch.Tensor:
+    pred = model(split.x, _times(split, t0, t1, split.x), split.v0)  # (T, B, out)
+    return pred if data.task == Task.trajectory else pred[-1]
+
+
+def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    y = split.y
+    if data.task == Task.trajectory and split.observed is not None:
+        pred, y = pred[split.observed], y[split.observed]  # only the observed time points count
+    if data.loss == "cross_entropy":
+        loss = F.cross_entropy(pred, y)
+        return loss, (pred.argmax(dim=1) == y).float().mean()
+    loss = F.mse_loss(pred, y)
+    if data.task == Task.classification:  # ±1 labels: accuracy by sign
+        return loss, (torch.sign(pred) == torch.sign(y)).float().mean()
+    return loss, loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> dict:
+    """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw)."""
+    model.eval()
+    model.solver.nfe = 0
+    loss, metric = _loss_and_metric(data, split, _predict(model, data, split, t0, t1))
+    model.train()
+    return {"loss": loss.item(), "metric": metric.item(), "nfe": model.solver.nfe}
+
+
+def fit(
+    model: ODEModel,
+    data: Data,
+    optimizer: torch.optim.Optimizer,
+    steer: EndTimeSampler,
+    *,
+    t0: float,
+    t1: float,
+    iterations: int,
+    batch_size: int | None,
+    eval_every: int,
+    log_every: int,
+    generator: torch.Generator,
+    logger: RunLogger,
+    progress: Progress,
+    on_eval: Callable[[Progress], None] = lambda p: None,
+) -> Progress:
+    """Train until ``iterations``, starting from ``progress.iteration`` (resume).
+
+    Each iteration: draw a batch (``batch_size`` None = full batch) and an end time from
+    ``steer``, integrate, step the optimiser. Forward NFE counts the solver's field evaluations
+    in the forward pass, backward NFE those of the backward pass (non-zero with the adjoint).
+    Every ``eval_every`` iterations the test split is evaluated at T and ``on_eval`` is called
+    (checkpointing). A non-finite loss or a solver failure ends the run with a status and
+    reason instead of an exception.
+    """
+    name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
+    n = len(data.train)
+    bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
+               dynamic_ncols=True, desc="train")
+    while progress.iteration < iterations:
+        it = progress.iteration + 1
+        index = torch.randperm(n, generator=generator)[:batch_size] if batch_size else torch.arange(n)
+        batch = data.train.batch(index.to(data.train.x.device))
+        end = steer.sample(t0, t1, generator)
+        start = time.perf_counter()
+        try:
+            model.solver.nfe = 0
+            pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
+            loss, metric = _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
+            nfe_forward = model.solver.nfe
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss ({loss.item()})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            row = {"iteration": it, "loss": loss.item(), f"train_{name}": metric.item(), "end_time": end,
+                   "nfe_forward": nfe_forward, "nfe_backward": model.solver.nfe - nfe_forward,
+                   "step_time": time.perf_counter() - start}
+            if it % eval_every == 0 or it == iterations:
+                test = evaluate(model, data, data.test, t0, t1)
+                row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})
+        except (FloatingPointError, AssertionError, RuntimeError) as err:
+            if not is_divergence(err):
+                raise
+            progress.status, progress.reason = "diverged", f"iteration {it}: {str(err).splitlines()[0]}"
+            log.error("run stopped: %s", progress.reason)
+            break
+        if f"test_{name}" in row and (progress.best is None or sign * row[f"test_{name}"] > sign * progress.best):
+            progress.best, progress.best_iteration = row[f"test_{name}"], it
+        progress.history.append(row)
+        progress.iteration = it
+        logger.log({f"train/{k}": v for k, v in row.items() if k != "iteration"}, step=it)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3g}", nfe=f"{row['nfe_forward']}/{row['nfe_backward']}")
+        if bar.disable and (it % log_every == 0 or it == iterations):
+            test_text = f" test_{name} {row[f'test_{name}']:.4g}" if f"test_{name}" in row else ""
+            log.info("iter %d/%d loss %.4g%s nfe %d/%d %.1f ms/it", it, iterations, row["loss"], test_text,
+                     row["nfe_forward"], row["nfe_backward"], 1e3 * row["step_time"])
+        if f"test_{name}" in row:
+            on_eval(progress)
+    bar.close()
+    if progress.status == "running":
+        progress.status = "completed"
+    if progress.best is not None and not math.isfinite(progress.best):
+        progress.best = None
+    return progress
