@@ -101,17 +101,22 @@ def _group(cfg: DictConfig, group: str, **runtime):
             bad = str(cause).split("'")[-2]
             target = node.get("_target_", "")
             raise ConfigError(f"{group}.{bad}", node.get(bad), f"not a parameter of {target}",
-                              choices=_parameters(target), fix=f"remove or correct {group}.{bad}") from None
+                              choices=[p for p in _parameters(target) if p not in runtime],
+                              fix=f"remove or correct {group}.{bad}") from None
         raise ConfigError(group, node.get("_target_"), str(cause or err).splitlines()[0]) from None
     except ConfigError as err:  # raised outside a _target_ call (e.g. by a partial's checks)
         raise err.with_prefix(group) from None
 
 
 def _parameters(target: str) -> list[str]:
+    """Constructor parameters of ``target`` and of the bases its ``**common`` passes on to."""
     try:
         module, _, name = target.rpartition(".")
         obj = getattr(__import__(module, fromlist=[name]), name)
-        return [p for p in inspect.signature(obj).parameters if p not in ("self", "kwargs", "common")]
+        classes = obj.__mro__ if inspect.isclass(obj) else [obj]
+        names = [p for c in classes if c is not object
+                 for p in inspect.signature(c.__init__ if inspect.isclass(c) else c).parameters]
+        return list(dict.fromkeys(p for p in names if p not in ("self", "args", "kwargs", "common")))
     except Exception:  # a listing is a courtesy; the error itself is already clear
         return []
 
@@ -175,11 +180,14 @@ def build(cfg: DictConfig) -> Built:
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
                              solver=solver, augmentation=augmentation)
+    for key in ("lr", "weight_decay", "momentum"):
+        if key in cfg.optim:
+            check_number(f"optim.{key}", cfg.optim[key], low=0, low_open=key == "lr")
     optimizer = _group(cfg, "optim")
     try:
         optimizer(model.parameters())
-    except ValueError as err:  # torch's own range checks (lr, momentum, …)
-        raise ConfigError("optim", OmegaConf.to_container(cfg.optim), str(err).splitlines()[0]) from None
+    except ValueError as err:  # torch's own range checks of the remaining keys
+        raise ConfigError("optim", cfg.optim.get("_target_"), str(err).splitlines()[0]) from None
     config = OmegaConf.to_container(cfg, resolve=True)
     return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, train,
                  t0, t1, config)

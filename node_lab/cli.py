@@ -8,6 +8,7 @@ one is wrong; then it hands argv to Hydra, which owns everything after the subco
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import shutil
@@ -117,10 +118,10 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
         parent, _, leaf = key.rpartition(".")
         valid = _keys_of(parent, [o for o in overrides if o.split("=", 1)[0] != key])
-        close = [k for k in valid if k.startswith(leaf[:2])] or valid
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
         return ConfigError(key, value, f"unknown key in '{parent or 'config'}'", choices=valid,
-                           fix=f"did you mean {parent + '.' if parent else ''}{close[0]}? (prefix + to add a new key)"
-                           if close else "prefix + to add a new key").message()
+                           fix=(hint or "check the spelling; ") + f"to add a new key: +{key}=...").message()
     if isinstance(err, (OverrideParseException, HydraException, OmegaConfBaseException)):
         return first
     return None

@@ -36,8 +36,8 @@ class ConfigError(ValueError):
         parts = [f"{self.key}={_fmt(self.value)}: {self.problem}"]
         if self.choices is not None:
             parts.append("valid: " + ", ".join(_fmt(c) for c in self.choices))
-        if self.fix:
-            parts.append("fix: " + self.fix)
+        if self.fix:  # "{key}" in a fix stands for the full key, known only once prefixed
+            parts.append("fix: " + self.fix.replace("{key}", self.key))
         return "; ".join(parts)
 
 
@@ -46,6 +46,10 @@ class RunFailed(RuntimeError):
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -54,7 +58,7 @@ def _fmt(value: object) -> str:
 def check_choice(key: str, value: object, choices: Iterable[object]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(key, value, "unknown choice", choices=choices, fix=f"{key}={choices[0]}")
+        raise ConfigError(key, value, "unknown choice", choices=choices, fix="{key}=" + _fmt(choices[0]))
 
 
 def check_number(
@@ -77,6 +81,6 @@ def check_number(
         raise ConfigError(key, value, f"must be {'an integer' if kind is int else 'a number'}")
     if low is not None and (value <= low if low_open else value < low):
         rel = ">" if low_open else ">="
-        raise ConfigError(key, value, f"must be {rel} {low:g}", fix=f"set {key} {rel} {low:g}")
+        raise ConfigError(key, value, f"must be {rel} {low:g}", fix=f"set {{key}} {rel} {low:g}")
     if high is not None and value > high:
-        raise ConfigError(key, value, f"must be <= {high:g}", fix=f"set {key} <= {high:g}")
+        raise ConfigError(key, value, f"must be <= {high:g}", fix=f"set {{key}} <= {high:g}")

@@ -70,6 +70,7 @@ def _load_data(built: Built) -> Data:
 def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     """Train one job; returns the metrics written to ``metrics.json``."""
     started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
     data = _load_data(built)
     model = built.model.to(built.device.torch_device, built.device.dtype)

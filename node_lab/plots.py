@@ -45,7 +45,8 @@ def decision_regions(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray,
     cs = ax.contourf(grid_x, grid_y, values, levels=20, cmap="RdBu", alpha=0.8)
     fig.colorbar(cs, ax=ax, label="model output")
     ax.contour(grid_x, grid_y, values, levels=[0.0], colors="k", linewidths=1)
-    ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="RdBu", vmin=-1.5, vmax=1.5, edgecolors="k", linewidths=0.4, s=18)
+    ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="RdBu", vmin=-1.5, vmax=1.5, edgecolors="k",
+               linewidths=0.4, s=18)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title("decision regions (test points)")

@@ -6,8 +6,9 @@ Every model is an :class:`ODEModel`. A subclass builds two modules and calls ``b
 - ``dynamics``: (t, z) → dz/dt, the vector field the solver integrates;
 
 and the base class does the rest: the one solver call (:mod:`node_lab.solvers`), the readout
-selection (data dims lead every state; override :meth:`read` otherwise) and the head. ``forward(x, times)`` returns (T, B, out) at every time in ``times``;
-end-state tasks use the last one.
+selection (data dims lead every state; override :meth:`read` otherwise) and the head.
+``forward(x, times)`` returns (T, B, out) at every time in ``times``; end-state tasks use the
+last one.
 
 Extension point: subclass, add ``conf/model/<name>.yaml`` with ``_target_``.
 """
