@@ -115,4 +115,5 @@ class Solver:
             text = f"{self.method} rtol={self.rtol:g} atol={self.atol:g}"
         else:
             text = f"{self.method} step={self.step_size:g}"
-        return text + (" adjoint" + ("+seminorm" if self.adjoint_seminorm else "") if self.adjoint else "")
+        seminorm = "+seminorm" if self.adjoint_seminorm and self.adaptive else ""
+        return text + (" adjoint" + seminorm if self.adjoint else "")

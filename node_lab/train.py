@@ -75,10 +75,11 @@ def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor) -> tuple[torc
 @torch.no_grad()
 def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> dict:
     """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw)."""
+    was_training = model.training
     model.eval()
     model.solver.nfe = 0
     loss, metric = _loss_and_metric(data, split, _predict(model, data, split, t0, t1))
-    model.train()
+    model.train(was_training)
     return {"loss": loss.item(), "metric": metric.item(), "nfe": model.solver.nfe}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF, options
+from conftest import CONF, REPO, options
 
 from node_lab.build import build
 from node_lab.errors import ConfigError
@@ -56,3 +56,9 @@ def test_model_yaml_anode_turns_on_augmentation(make_cfg):
     assert build(make_cfg("model=anode")).augmentation.dim == 1
     assert build(make_cfg("model=anode", "augmentation.dim=5")).model.state_dim == 2 + 5
     assert build(make_cfg("model=node")).augmentation.dim == 0
+
+
+def test_every_group_ships_in_the_wheel():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for group in GROUPS:
+        assert f'"node_lab.conf.{group}"' in pyproject, f"add node_lab.conf.{group} to pyproject's packages"

@@ -329,18 +329,45 @@ def test_fit_trains_at_steer_times_and_evaluates_at_T(monkeypatch):
 # --- 7. same seed, same result --------------------------------------------------------------
 
 
-def _train(seed: int) -> list[tuple[float, float, int]]:
+def _train(model_seed: int, generator_seed: int, monkeypatch) -> tuple[list, list]:
+    """Loss history and the training batches (their x) of a short STEER run with batch_size=1."""
     data = CompactParity(seed=0).load()
-    model = _parity_model(seed, Solver("dopri5", rtol=1e-4, atol=1e-4))
+    model = _parity_model(model_seed, Solver("dopri5", rtol=1e-4, atol=1e-4))
+    batches: list[float] = []
+    original = model.solver.solve
+
+    def solve(func, z0, times):
+        if model.training:
+            batches.append(z0[0, 0].item())  # zeros augmentation: z0 = [x, 0]
+        return original(func, z0, times)
+
+    monkeypatch.setattr(model.solver, "solve", solve)
     progress = fit(model, data, torch.optim.Adam(model.parameters(), lr=1e-2), UniformEndTime(0.2),
                    t0=0.0, t1=1.0, iterations=8, batch_size=1, eval_every=4, log_every=100,
-                   generator=torch.Generator().manual_seed(seed), logger=NullLogger(), progress=Progress())
+                   generator=torch.Generator().manual_seed(generator_seed), logger=NullLogger(),
+                   progress=Progress())
     assert progress.status == "completed"
-    return [(row["loss"], row["end_time"], row["nfe_forward"]) for row in progress.history]
+    history = [(row["loss"], row["train_mse"], row["test_loss"] if "test_loss" in row else None,
+                row["end_time"], row["nfe_forward"], row["nfe_backward"]) for row in progress.history]
+    return history, batches
 
 
-def test_same_seed_same_history():
-    first, second = _train(3), _train(3)
+def test_same_seed_same_history(monkeypatch):
+    first, batches = _train(3, 3, monkeypatch)
+    second, _ = _train(3, 3, monkeypatch)
     assert len(first) == 8
     assert first == second  # bit-identical floats on CPU
-    assert _train(4) != first
+    assert len(set(batches)) == 2  # batch_size=1 over the two points: both get drawn
+    assert _train(4, 4, monkeypatch)[0] != first
+
+
+def test_batches_and_end_times_follow_the_generator(monkeypatch):
+    """The data order and the STEER draws come from ``generator`` alone, not the global RNG."""
+    history, batches = _train(3, 3, monkeypatch)
+    other_init, other_init_batches = _train(4, 3, monkeypatch)
+    assert [row[3] for row in other_init] == [row[3] for row in history]  # same end times
+    assert other_init_batches == batches
+    assert [row[0] for row in other_init] != [row[0] for row in history]  # the init did change
+    other_gen, other_gen_batches = _train(3, 5, monkeypatch)
+    assert [row[3] for row in other_gen] != [row[3] for row in history]
+    assert other_gen_batches != batches
