@@ -8,7 +8,9 @@ Cross-group rules live in :func:`check_combination`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 import random
 from collections.abc import Callable
@@ -45,6 +47,7 @@ class TrainSettings:
     resume: bool = False
     resume_from: str | None = None
     figures: bool = True
+    skip_finished: bool = False
 
     def __post_init__(self) -> None:
         if (self.iterations is None) == (self.epochs is None):
@@ -55,7 +58,7 @@ class TrainSettings:
         check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
-        for key in ("resume", "figures"):
+        for key in ("resume", "figures", "skip_finished"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
         if self.resume_from is not None and not Path(self.resume_from).exists():
@@ -86,6 +89,14 @@ class Built:
     t0: float
     t1: float
     config: dict
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of what determines the result (not how it is logged, resumed or skipped)."""
+        config = {k: v for k, v in self.config.items() if k not in ("logger", "report", "experiment_name")}
+        config["train"] = {k: v for k, v in config.get("train", {}).items()
+                           if k not in ("resume", "resume_from", "skip_finished", "log_every", "figures")}
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _group(cfg: DictConfig, group: str, **runtime):

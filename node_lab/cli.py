@@ -19,11 +19,14 @@ import hydra
 from omegaconf import DictConfig
 
 from node_lab import __version__
-from node_lab.errors import ConfigError, RunFailed
+from node_lab.errors import ConfigError
 
 log = logging.getLogger("node_lab")
 
-COMMANDS = {"train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job"}
+COMMANDS = {
+    "train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job",
+    "report": "summarise a run or sweep directory (mean ± std over seeds, published numbers, plots)",
+}
 USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
     "\n\nnode-lab train --help lists the config groups and their options.")
@@ -46,7 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
                                   fix="node-lab train [overrides]"))
-    return train(rest)
+    return {"train": train, "report": report}[command](rest)
+
+
+def report(args: list[str]) -> int:
+    import argparse
+
+    from node_lab.report.summary import summarise
+
+    parser = argparse.ArgumentParser(prog="node-lab report", description=COMMANDS["report"])
+    parser.add_argument("directory", type=Path, help="a run directory, a sweep directory, or a tree of them")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the directory)")
+    opts = parser.parse_args(args)
+    if not opts.directory.is_dir():
+        return _error(ConfigError("directory", opts.directory, "no such directory"))
+    result = summarise(opts.directory, opts.out)
+    if not result["jobs"]:
+        return _error(ConfigError("directory", opts.directory, "holds no run directories (no metrics.json)"))
+    print(result["markdown"].read_text())
+    print(f"written: {result['markdown']}")
+    return 0
 
 
 def train(args: list[str]) -> int:
@@ -54,9 +76,11 @@ def train(args: list[str]) -> int:
         code = preflight(args)
         if code:
             return code
+    from node_lab.report.callback import SWEEP_FAILURES
+
     sys.argv = ["node-lab train", *args]  # Hydra parses sys.argv
     _hydra_train()
-    return 0
+    return 1 if SWEEP_FAILURES["count"] else 0
 
 
 def preflight(args: list[str]) -> int:
@@ -161,15 +185,20 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     name = hc.job.override_dirname or "default"
     try:
         metrics = job.run(build(cfg), run_dir, group=group, name=name)
-    except ConfigError as err:
-        if multirun:  # Hydra records the failure and goes on with the other jobs
+    except Exception as err:
+        if multirun:  # record it and let the sweep go on; the sweep summary lists it
+            if isinstance(err, ConfigError):
+                log.error("job failed: %s", err.message())
+            else:
+                log.exception("job failed")
+            job.write_failure(run_dir, err)
+            return None
+        if not isinstance(err, ConfigError):
             raise
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run directory
         sys.exit(_error(err))
     log.info("summary\n%s", job.summary_text(metrics))
-    if metrics["status"] != "completed":
-        if multirun:
-            raise RunFailed(f"{run_dir}: {metrics['status']}: {metrics['reason']}")
+    if metrics["status"] != "completed" and not multirun:
         sys.exit(1)
     final = metrics["final"].get(f"test_{metrics['metric']}")
     return float(final) if final is not None else None

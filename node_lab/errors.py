@@ -41,10 +41,6 @@ class ConfigError(ValueError):
         return "; ".join(parts)
 
 
-class RunFailed(RuntimeError):
-    """A run that started but could not finish (divergence, step cap). Its run directory is complete."""
-
-
 def _fmt(value: object) -> str:
     if value is None:
         return "null"

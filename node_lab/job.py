@@ -53,6 +53,16 @@ def _resume_source(built: Built, run_dir: Path) -> Path | None:
     return None
 
 
+def _finished(built: Built, run_dir: Path) -> dict | None:
+    """With ``train.skip_finished``, the metrics of a completed run of the same config hash."""
+    path = run_dir / "metrics.json"
+    if not built.train.skip_finished or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    ok = metrics.get("status") == "completed" and metrics.get("config_hash") == built.config_hash
+    return metrics if ok else None
+
+
 def _load_data(built: Built) -> Data:
     data = built.dataset.load()
     dev, dtype = built.device.torch_device, built.device.dtype
@@ -70,6 +80,10 @@ def _load_data(built: Built) -> Data:
 def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     """Train one job; returns the metrics written to ``metrics.json``."""
     started = time.perf_counter()
+    finished = _finished(built, run_dir)
+    if finished is not None:
+        log.info("skipped: %s already holds a completed run of this config (%s)", run_dir, built.config_hash)
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
     data = _load_data(built)
@@ -110,6 +124,14 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     return metrics
 
 
+def write_failure(run_dir: Path, err: BaseException) -> None:
+    """``failure.json`` for a job that raised: the sweep summary lists it with this reason."""
+    text = err.message() if isinstance(err, ConfigError) else str(err)
+    reason = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "failure.json").write_text(json.dumps({"status": "failed", "reason": reason}, indent=2) + "\n")
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -136,6 +158,7 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
         "step_time_mean": mean("step_time"),
         "params": n_params(model),
         "seed": built.seed,
+        "config_hash": built.config_hash,
         "run_dir": str(run_dir),
     }
 

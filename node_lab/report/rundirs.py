@@ -1,0 +1,86 @@
+"""Find and read run directories (``metrics.json``, ``.hydra/``, ``failure.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Job:
+    """One run directory. ``status`` is completed | diverged | failed | incomplete."""
+
+    path: Path
+    overrides: dict[str, str]
+    config: dict
+    metrics: dict = field(default_factory=dict)
+    status: str = "incomplete"
+    reason: str = ""
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def study(self) -> str | None:
+        return (self.config.get("report") or {}).get("study")
+
+    @property
+    def labelled(self) -> bool:
+        return bool((self.config.get("report") or {}).get("row"))
+
+    @property
+    def row(self) -> str:
+        """The table row: ``report.row`` if a preset set it, else the overrides without the seed."""
+        label = (self.config.get("report") or {}).get("row")
+        if label:
+            return str(label)
+        parts = [f"{k}={v}" for k, v in self.overrides.items() if k != "seed" and not k.startswith("hydra")]
+        return " ".join(parts) or "default"
+
+    def value(self, key: str) -> float | None:
+        """A metric by dotted path in metrics.json, e.g. ``final.test_mse``."""
+        node = self.metrics
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def _overrides(path: Path) -> dict[str, str]:
+    file = path / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(file.read_text()) if file.is_file() else []
+    return dict(item.split("=", 1) for item in items or [] if "=" in item)
+
+
+def read_job(path: Path) -> Job:
+    config_file = path / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    job = Job(path=path, overrides=_overrides(path), config=config or {})
+    metrics_file, failure_file = path / "metrics.json", path / "failure.json"
+    if metrics_file.is_file():
+        job.metrics = json.loads(metrics_file.read_text())
+        job.status, job.reason = job.metrics.get("status", "completed"), job.metrics.get("reason", "")
+        if not job.config:
+            job.config = {"seed": job.metrics.get("seed")}
+    elif failure_file.is_file():
+        failure = json.loads(failure_file.read_text())
+        job.status, job.reason = "failed", failure.get("reason", "")
+    return job
+
+
+def find_jobs(root: Path) -> list[Job]:
+    """Every run directory at or below ``root`` (a run, a sweep, or a tree of sweeps)."""
+    root = Path(root)
+    dirs = {p.parent for p in root.rglob("metrics.json")} | {p.parent for p in root.rglob("failure.json")}
+    dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    dirs = {d for d in dirs if (d / ".hydra").is_dir() or (d / "metrics.json").is_file()}
+    return [read_job(d) for d in sorted(dirs, key=_natural_key)]
+
+
+def _natural_key(path: Path) -> list:
+    return [int(p) if p.isdigit() else p for p in path.parts]

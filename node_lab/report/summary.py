@@ -1,0 +1,210 @@
+"""Sweep summaries: one row per configuration (mean ± std over seeds), a CSV of all jobs, a plot of
+the metric against the swept key, failed jobs with their reason, and published numbers beside ours."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from node_lab.report.published import load_published, metric_path, scale
+from node_lab.report.rundirs import Job, find_jobs
+
+COLUMNS = {  # label → metrics.json path ({m} = the run's metric name)
+    "final test {m}": "final.test_{m}",
+    "best test {m}": "best.test_{m}",
+    "final train {m}": "final.train_{m}",
+    "NFE fwd/iter": "nfe_forward.mean",
+    "NFE bwd/iter": "nfe_backward.mean",
+    "wall s": "wall_time",
+}
+
+
+@dataclass
+class Row:
+    study: str | None
+    label: str
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return next((j.metrics.get("metric") for j in self.jobs if j.metrics.get("metric")), "metric")
+
+    def values(self, path: str) -> list[float]:
+        out = [j.value(path.format(m=self.metric)) for j in self.jobs if j.status == "completed"]
+        return [v for v in out if v is not None and math.isfinite(v)]
+
+    def count(self, status: str) -> int:
+        return sum(j.status == status for j in self.jobs)
+
+    @property
+    def restarted(self) -> int:
+        return sum(bool(j.metrics.get("restarts")) for j in self.jobs)
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def fmt(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
+
+
+def group_rows(jobs: list[Job]) -> list[Row]:
+    """Seed replicas of one configuration form a row, labelled by report.row or by the swept keys."""
+    keys = swept_keys(jobs)
+    rows: dict[tuple, Row] = {}
+    for job in jobs:
+        label = job.row if job.labelled or not keys else " ".join(f"{k}={job.overrides.get(k)}" for k in keys)
+        rows.setdefault((job.study, label), Row(job.study, label)).jobs.append(job)
+    return list(rows.values())
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value differs between jobs (the seed excluded)."""
+    keys = dict.fromkeys(k for j in jobs for k in j.overrides if k != "seed" and not k.startswith("hydra"))
+    return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
+
+
+def published_for(row: Row, published: list[dict]) -> list[dict]:
+    return [p for p in published if p["study"] == row.study and str(p["row"]) == row.label]
+
+
+def summarise(root: Path, out: Path | None = None, title: str | None = None,
+              published_dir: Path | None = None) -> dict:
+    """Write summary.md, summary.csv, jobs.csv and summary.png for the runs under ``root`` into
+    ``out`` (default ``root``). Returns counts and the rows."""
+    root, out = Path(root), Path(out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = find_jobs(root)
+    rows = group_rows(jobs)
+    published = load_published(published_dir) if published_dir else load_published()
+    write_jobs_csv(out / "jobs.csv", jobs)
+    table = write_summary_csv(out / "summary.csv", rows)
+    plot = plot_metric(out / "summary.png", rows, jobs)
+    lines = [f"# {title or 'Summary of ' + str(root)}", "",
+             f"{len(jobs)} jobs: " + ", ".join(f"{s} {sum(j.status == s for j in jobs)}"
+                                               for s in ("completed", "diverged", "failed", "incomplete")
+                                               if any(j.status == s for j in jobs)), ""]
+    header = ["configuration", "seeds"] + [c.format(m=rows[0].metric) if rows else c for c in COLUMNS]
+    header += ["diverged", "failed", "restarted"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table:
+        lines.append("| " + " | ".join(str(r[h]) for h in ["configuration", "seeds", *r["_cols"],
+                                                            "diverged", "failed", "restarted"]) + " |")
+    comparison = compare_published(rows, published)
+    if comparison:
+        lines += ["", "## Beside the published numbers", "",
+                  "| configuration | metric | ours (mean ± std) | published | difference | source | notes |",
+                  "|---|---|---|---|---|---|---|"] + comparison
+    bad = [j for j in jobs if j.status in ("failed", "diverged")]
+    if bad:
+        lines += ["", "## Failed or diverged jobs", ""]
+        lines += [f"- `{j.path}` ({j.row}, seed {j.seed}): {j.status}: {j.reason or 'no reason recorded'}"
+                  for j in bad]
+    if plot:
+        lines += ["", f"![metric vs swept key]({plot.name})"]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"jobs": len(jobs), "failed": sum(j.status == "failed" for j in jobs),
+            "diverged": sum(j.status == "diverged" for j in jobs), "rows": table, "markdown": out / "summary.md"}
+
+
+def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
+    keys = ["path", "study", "row", "seed", "status", "reason", "metric", "final", "best", "nfe_forward",
+            "nfe_backward", "wall_time", "restarts"]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(keys)
+        for j in jobs:
+            m = j.metrics.get("metric", "")
+            writer.writerow([j.path, j.study or "", j.row, j.seed, j.status, j.reason, m,
+                             j.value(f"final.test_{m}"), j.value(f"best.test_{m}"), j.value("nfe_forward.mean"),
+                             j.value("nfe_backward.mean"), j.value("wall_time"), j.metrics.get("restarts", 0)])
+
+
+def write_summary_csv(path: Path, rows: list[Row]) -> list[dict]:
+    table = []
+    for r in rows:
+        cols = {c.format(m=r.metric): p for c, p in COLUMNS.items()}
+        entry = {"configuration": r.label, "study": r.study or "", "seeds": r.count("completed"),
+                 "diverged": r.count("diverged"), "failed": r.count("failed"), "restarted": r.restarted,
+                 "_cols": list(cols)}
+        for label, p in cols.items():
+            mean, std = mean_std(r.values(p))
+            entry[label], entry[label + " mean"], entry[label + " std"] = fmt(mean, std), mean, std
+        table.append(entry)
+    with path.open("w", newline="") as f:
+        fields = ["configuration", "study", "seeds", "diverged", "failed", "restarted"]
+        fields += [k for k in (table[0] if table else {}) if k.endswith(" mean") or k.endswith(" std")]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+    return table
+
+
+def compare_published(rows: list[Row], published: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        for p in published_for(r, published):
+            mean, std = mean_std(r.values(metric_path(p["metric"])))
+            k = scale(p)
+            ours = None if mean is None else (mean * k, (std or 0.0) * k)
+            diff = "–" if ours is None else f"{ours[0] - float(p['value']):+.4g}"
+            ours = ours if ours is None or std is not None else (ours[0], None)
+            unit = p.get("unit", "")
+            lines.append(f"| {r.label} | {p['metric']} | {fmt(*ours) if ours else '–'}{unit} | {p['value']}{unit} "
+                         f"| {diff} | {p.get('source', '')} | {p.get('notes', '')} |")
+    return lines
+
+
+def plot_metric(path: Path, rows: list[Row], jobs: list[Job]) -> Path | None:
+    """Final test metric against the first swept key (one line per value of the other keys)."""
+    keys = swept_keys(jobs)
+    if not rows or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, metric = keys[0], rows[0].metric
+    series: dict[str, list[tuple]] = {}
+    for r in rows:
+        job = r.jobs[0]
+        x = job.overrides.get(x_key)
+        rest = " ".join(f"{k}={job.overrides.get(k)}" for k in keys[1:]) or metric
+        mean, std = mean_std(r.values(f"final.test_{metric}"))
+        if mean is not None:
+            series.setdefault(rest, []).append((x, mean, std))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numeric = all(_is_number(x) for pts in series.values() for x, _, _ in pts)
+    for label, pts in series.items():
+        pts.sort(key=lambda p: float(p[0]) if numeric else str(p[0]))
+        xs = [float(p[0]) for p in pts] if numeric else [str(p[0]) for p in pts]
+        ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts], marker="o", capsize=3, label=label)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"final test {metric} (mean ± std over seeds)")
+    if metric == "mse":
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+        return True
+    except ValueError:
+        return False

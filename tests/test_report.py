@@ -1,0 +1,92 @@
+"""Sweep summaries and reports, built from run directories only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from node_lab import job
+from node_lab.build import build
+from node_lab.report.rundirs import find_jobs
+from node_lab.report.summary import summarise
+
+
+def _fake_run(path: Path, seed: int, dim: int, acc: float | None, status: str = "completed", row: str | None = None):
+    """A run directory as node-lab writes it (only the files the report reads)."""
+    (path / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "augmentation": {"dim": dim}, "report": {"study": "toy/study", "row": row}}
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"augmentation.dim={dim}", f"seed={seed}"]))
+    if status == "failed":
+        (path / "failure.json").write_text(json.dumps({"status": "failed", "reason": "ConfigError: boom"}))
+        return
+    metrics = {"status": status, "reason": "" if status == "completed" else "iteration 3: underflow in dt",
+               "metric": "accuracy", "final": {} if acc is None else {"test_accuracy": acc},
+               "best": {"test_accuracy": acc, "iteration": 5}, "nfe_forward": {"mean": 20.0},
+               "nfe_backward": {"mean": 0.0}, "wall_time": 1.0, "seed": seed}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summary_from_fixture_run_dirs(tmp_path):
+    sweep = tmp_path / "sweep"
+    accs = {(0, 0): 0.5, (0, 1): 0.7, (2, 0): 0.9, (2, 1): 1.0}
+    for n, ((dim, seed), acc) in enumerate(accs.items()):
+        _fake_run(sweep / str(n), seed, dim, acc)
+    _fake_run(sweep / "4", 2, 2, None, status="diverged")
+    _fake_run(sweep / "5", 3, 2, None, status="failed")
+    result = summarise(sweep)
+    rows = {r["configuration"]: r for r in result["rows"]}
+    assert set(rows) == {"augmentation.dim=0", "augmentation.dim=2"}
+    assert rows["augmentation.dim=0"]["final test accuracy mean"] == pytest.approx(0.6)
+    assert rows["augmentation.dim=0"]["final test accuracy std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert rows["augmentation.dim=2"]["final test accuracy mean"] == pytest.approx(0.95)
+    assert (rows["augmentation.dim=2"]["diverged"], rows["augmentation.dim=2"]["failed"]) == (1, 1)
+    text = result["markdown"].read_text()
+    assert "ConfigError: boom" in text and "underflow in dt" in text  # failures listed with their reason
+    for name in ("summary.md", "summary.csv", "jobs.csv", "summary.png"):
+        assert (sweep / name).is_file(), name
+    assert len((sweep / "jobs.csv").read_text().strip().splitlines()) == 1 + 6
+
+
+def test_published_numbers_beside_ours(tmp_path):
+    for n, (seed, acc) in enumerate([(0, 0.80), (1, 0.84)]):
+        _fake_run(tmp_path / "runs" / str(n), seed, 10, acc, row="ANODE p=10")
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "toy.yaml").write_text(yaml.safe_dump([{"study": "toy/study", "row": "ANODE p=10",
+                                                           "metric": "test_accuracy", "value": 77.0, "unit": "%",
+                                                           "source": "Table 1", "notes": "single run"}]))
+    text = summarise(tmp_path / "runs", published_dir=published)["markdown"].read_text()
+    line = next(li for li in text.splitlines() if li.startswith("| ANODE p=10 | test_accuracy"))
+    assert "82 ± 2.8%" in line and "77.0%" in line and "+5" in line and "single run" in line
+
+
+def test_skip_finished_reuses_a_completed_run(make_cfg, tmp_path):
+    first = job.run(build(make_cfg("train.iterations=2", "train.figures=false")), tmp_path, group="t", name="a")
+    again = job.run(build(make_cfg("train.iterations=2", "train.figures=false", "train.skip_finished=true")),
+                    tmp_path, group="t", name="a")
+    assert again["wall_time"] == first["wall_time"]  # read back, not retrained
+    changed = job.run(build(make_cfg("train.iterations=3", "train.figures=false", "train.skip_finished=true")),
+                      tmp_path, group="t", name="a")
+    assert changed["iterations"] == 3  # a different config is not skipped
+
+
+@pytest.mark.slow
+def test_sweep_callback_summarises_and_lists_the_failed_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "node-lab"), "train", "-m", "train.batch_size=4,64",
+                           "dataset.n_train=10", "train.iterations=2", "logger=none", "train.figures=false",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1  # a failed job makes the sweep exit non-zero …
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"  # … hides no other
+    text = (sweep / "summary.md").read_text()
+    assert "train.batch_size=64" in text and "exceeds the 10 training samples" in text
+    assert [j.status for j in find_jobs(sweep)] == ["completed", "failed"]
