@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from node_lab import __version__
 from node_lab.errors import ConfigError
@@ -30,6 +30,15 @@ COMMANDS = {
 USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
     "\n\nnode-lab train --help lists the config groups and their options.")
+
+
+
+def parallel_jobs(threads: int | None) -> int:
+    """Jobs of a local parallel sweep: one per ``threads`` cores (``hydra/launcher=parallel``)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(threads or 1)))
+
+
+OmegaConf.register_new_resolver("node_lab_jobs", parallel_jobs, replace=True)
 
 # Flags after which Hydra only prints or inspects: nothing to validate or run.
 _INSPECT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc",

@@ -102,9 +102,9 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at iteration %d", source, progress.iteration)
     iterations = built.train.total_iterations(len(data.train))
-    log.info("model %s | solver %s | steer %s | device %s | %d params | %d iterations",
+    log.info("model %s | solver %s | steer %s | device %s (%d threads) | %d params | %d iterations",
              model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
-             n_params(model), iterations)
+             torch.get_num_threads(), n_params(model), iterations)
     built.logger.start(run_dir, built.config, group, name)
     failed, metrics = True, {}
     try:

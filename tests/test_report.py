@@ -90,3 +90,27 @@ def test_sweep_callback_summarises_and_lists_the_failed_job(tmp_path):
     text = (sweep / "summary.md").read_text()
     assert "train.batch_size=64" in text and "exceeds the 10 training samples" in text
     assert [j.status for j in find_jobs(sweep)] == ["completed", "failed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher,jobs", [("parallel", 2), ("submitit_local", 1)])
+def test_launchers(tmp_path, launcher, jobs):
+    sweep = tmp_path / "sweep"
+    dims = "augmentation.dim=0,1" if jobs == 2 else "augmentation.dim=1"
+    proc = subprocess.run([str(Path(sys.executable).parent / "node-lab"), "train", "-m", f"hydra/launcher={launcher}",
+                           dims, "train.iterations=2", "logger=none", "train.figures=false",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    statuses = [j.status for j in find_jobs(sweep)]
+    assert statuses == ["completed"] * jobs
+    assert (sweep / "summary.md").is_file()
+
+
+def test_parallel_jobs_never_oversubscribe():
+    from node_lab.cli import parallel_jobs
+
+    cores = os.cpu_count() or 1
+    assert parallel_jobs(None) == cores
+    assert parallel_jobs(cores) == 1
+    assert parallel_jobs(4 * cores) == 1

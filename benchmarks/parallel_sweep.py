@@ -1,0 +1,54 @@
+"""Local parallel sweeps: a 2-job sweep with hydra/launcher=parallel (joblib) against the same sweep
+run sequentially by Hydra's basic launcher, on this machine.
+
+    python benchmarks/parallel_sweep.py [--iterations 1500] [--repeats 2]
+
+Prints the wall time of each launcher and the speed-up (sequential / parallel). Both sweeps run the
+same two jobs (augmentation.dim=0,1) with W&B off; the ratio includes process and worker start-up,
+as a user experiences it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NODE_LAB = str(Path(sys.executable).parent / "node-lab")
+
+
+def sweep(launcher: list[str], iterations: int, out: Path) -> float:
+    cmd = [NODE_LAB, "train", "-m", *launcher, "augmentation.dim=0,1", f"train.iterations={iterations}",
+           "logger=none", "train.figures=false", f"hydra.sweep.dir={out}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "WANDB_SILENT": "true"})
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        ratios = []
+        for r in range(args.repeats):
+            seq = sweep([], args.iterations, tmp / f"seq{r}")
+            par = sweep(["hydra/launcher=parallel"], args.iterations, tmp / f"par{r}")
+            ratios.append(seq / par)
+            print(f"repeat {r}: sequential {seq:.1f} s | parallel {par:.1f} s | speed-up {seq / par:.2f}x", flush=True)
+        ratios.sort()
+        print(f"cores {os.cpu_count()} | iterations/job {args.iterations} | median speed-up "
+              f"{ratios[len(ratios) // 2]:.2f}x (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
