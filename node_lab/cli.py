@@ -26,6 +26,7 @@ log = logging.getLogger("node_lab")
 COMMANDS = {
     "train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job",
     "report": "summarise a run or sweep directory (mean ± std over seeds, published numbers, plots)",
+    "ensemble": "combine the seed replicas of each configuration of a sweep (predictive band, coverage)",
 }
 USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
@@ -58,7 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
                                   fix="node-lab train [overrides]"))
-    return {"train": train, "report": report}[command](rest)
+    return {"train": train, "report": report, "ensemble": ensemble}[command](rest)
+
+
+def ensemble(args: list[str]) -> int:
+    import argparse
+
+    from node_lab.report.ensemble import ensemble as run_ensemble
+    from node_lab.report.rundirs import find_jobs
+
+    parser = argparse.ArgumentParser(prog="node-lab ensemble", description=COMMANDS["ensemble"])
+    parser.add_argument("directory", type=Path, help="a sweep directory with ≥2 seeds per configuration")
+    opts = parser.parse_args(args)
+    jobs = find_jobs(opts.directory) if opts.directory.is_dir() else []
+    results = run_ensemble(opts.directory, jobs) if jobs else []
+    if not results:
+        return _error(ConfigError("directory", opts.directory, "has no configuration with ≥2 completed seeds",
+                                  fix="node-lab train -m seed=0,1,2 ... then node-lab ensemble <sweep dir>"))
+    print((opts.directory / "ensemble.md").read_text())
+    return 0
 
 
 def report(args: list[str]) -> int:
