@@ -14,7 +14,10 @@ export NODE_LAB_DATA ?= $(SHARED_DATA)
 endif
 ARGS ?=
 
-.PHONY: help install train test test-fast lint clean
+PROFILE ?= quick
+STUDY ?=
+
+.PHONY: help install train test test-fast lint reproduce clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +39,9 @@ test: $(STAMP) ## run the whole test suite (what CI runs)
 
 test-fast: $(STAMP) ## the suite without tests marked slow (subprocess CLI runs, sweeps)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+reproduce: $(STAMP) ## run every study and write outputs/reproduce/<stamp>/REPORT.md (PROFILE=quick|full, STUDY=<name>)
+	$(BIN)/node-lab reproduce --profile $(PROFILE) $(if $(STUDY),--study $(STUDY),)
 
 lint: $(STAMP) ## ruff over the package and the tests
 	$(BIN)/ruff check node_lab tests benchmarks

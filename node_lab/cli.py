@@ -27,6 +27,7 @@ COMMANDS = {
     "train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job",
     "report": "summarise a run or sweep directory (mean ± std over seeds, published numbers, plots)",
     "ensemble": "combine the seed replicas of each configuration of a sweep (predictive band, coverage)",
+    "reproduce": "run every study (make reproduce) and write a report beside the published numbers",
 }
 USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
@@ -59,7 +60,32 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
                                   fix="node-lab train [overrides]"))
-    return {"train": train, "report": report, "ensemble": ensemble}[command](rest)
+    return {"train": train, "report": report, "ensemble": ensemble, "reproduce": reproduce}[command](rest)
+
+
+def reproduce(args: list[str]) -> int:
+    import argparse
+
+    from node_lab.reproduce import load_studies
+    from node_lab.reproduce import reproduce as run_reproduce
+
+    studies = load_studies()
+    parser = argparse.ArgumentParser(prog="node-lab reproduce", description=COMMANDS["reproduce"])
+    parser.add_argument("--profile", default="quick", help="quick (CPU, minutes) or full (the papers' protocols)")
+    parser.add_argument("--study", action="append", help="run only this study (repeatable): " + ", ".join(studies))
+    parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce/runs"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"))
+    parser.add_argument("--wandb", default="offline", help="offline | online | disabled")
+    opts = parser.parse_args(args)
+    profiles = sorted({p for s in studies.values() for p in s["profiles"]})
+    if opts.profile not in profiles:
+        return _error(ConfigError("PROFILE", opts.profile, "unknown profile", choices=profiles, fix="PROFILE=quick"))
+    names = list(studies) + [n.split("/")[-1] for n in studies]
+    for name in opts.study or []:
+        if name not in names:
+            return _error(ConfigError("STUDY", name, "unknown study", choices=list(studies)))
+    run_reproduce(opts.profile, opts.study, opts.runs, opts.out, opts.wandb)
+    return 0
 
 
 def ensemble(args: list[str]) -> int:

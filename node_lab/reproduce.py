@@ -1,0 +1,104 @@
+"""``node-lab reproduce``: run every study of ``studies.yaml`` and write one report beside the
+published numbers. Runs land in ``<runs>/<profile>/<study>/`` (stable paths, so a rerun skips the
+jobs that already finished with the same config); the report in ``<out>/<stamp>/REPORT.md``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from node_lab.report.summary import summarise
+
+STUDIES = Path(__file__).resolve().parent / "studies.yaml"
+
+
+def load_studies(path: Path = STUDIES) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.node()} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
+            f"Python {platform.python_version()} · torch {torch.__version__}"
+            + (f" · {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else " · no GPU"))
+
+
+def run_study(name: str, args: list[str], sweep_dir: Path) -> tuple[int, float]:
+    node_lab = shutil.which("node-lab") or str(Path(sys.executable).parent / "node-lab")
+    cmd = [node_lab, "train", "-m", *args, "train.skip_finished=true", f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    with (sweep_dir.parent / f"{sweep_dir.name}.log").open("w") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    return code, time.perf_counter() - start
+
+
+def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb_mode: str) -> Path:
+    studies = load_studies()
+    chosen = {k: v for k, v in studies.items() if not only or k in only or k.split("/")[-1] in only}
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    report_dir = out / stamp
+    report_dir.mkdir(parents=True)
+    expected = sum(s["profiles"][profile].get("expected_minutes", 0) for s in chosen.values())
+    print(f"node-lab reproduce: profile {profile}, {len(chosen)} studies, expected ≈ {expected} min", flush=True)
+    sections, started = [], time.perf_counter()
+    for i, (name, study) in enumerate(chosen.items(), 1):
+        args = [str(a) for a in study["profiles"][profile]["args"]]
+        sweep_dir = runs / profile / name
+        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{i}/{len(chosen)}] {name}: node-lab train -m {' '.join(args)}", flush=True)
+        code, wall = run_study(name, args, sweep_dir)
+        study_dir = report_dir / name.replace("/", "__")
+        result = summarise(sweep_dir, study_dir, title=study["title"]) if sweep_dir.is_dir() else None
+        status = "ok" if code == 0 else f"exit code {code} (see {sweep_dir}.log)"
+        print(f"      {wall / 60:.1f} min, {result['jobs'] if result else 0} jobs, {status}", flush=True)
+        sections.append(_section(name, study, profile, args, wall, status, result, study_dir, report_dir))
+    header = [f"# node-lab reproduction report ({profile})", "",
+              f"- date: {stamp}", f"- machine: {machine()}",
+              f"- total wall time: {(time.perf_counter() - started) / 60:.1f} min",
+              "- numbers are mean ± std over seeds of the final test metric; published numbers from "
+              "node_lab/published/ with their provenance in the notes column", ""]
+    report = report_dir / "REPORT.md"
+    report.write_text("\n".join(header + sections) + "\n")
+    if wandb_mode != "disabled":
+        _log_wandb(report_dir, stamp, wandb_mode)
+    print(f"report: {report}", flush=True)
+    return report
+
+
+def _section(name, study, profile, args, wall, status, result, study_dir, report_dir) -> str:
+    lines = [f"## {name}: {study['title']}", "", f"Claim: {study.get('claim', '')}", "",
+             f"Command: `node-lab train -m {' '.join(args)}` (profile {profile}, {wall / 60:.1f} min, {status})", ""]
+    if result:
+        body = result["markdown"].read_text().split("\n", 2)[-1]  # drop the summary's own title
+        rel = study_dir.relative_to(report_dir)
+        lines.append(body.replace("](summary.png)", f"]({rel}/summary.png)"))
+    return "\n".join(lines)
+
+
+def _log_wandb(report_dir: Path, stamp: str, mode: str) -> None:
+    """The report as one W&B run of group ``reproduce-<stamp>``: summary tables and figures."""
+    import csv
+
+    import wandb
+
+    run = wandb.init(project="node-lab", group=f"reproduce-{stamp}", name="report", job_type="report",
+                     dir=str(report_dir), mode=mode, settings=wandb.Settings(silent=True))
+    try:
+        for table in report_dir.glob("*/summary.csv"):
+            with table.open() as f:
+                rows = list(csv.reader(f))
+            if len(rows) > 1:
+                run.log({f"{table.parent.name}/results": wandb.Table(columns=rows[0], data=rows[1:])})
+        for png in report_dir.glob("*/*.png"):
+            run.log({f"{png.parent.name}/{png.stem}": wandb.Image(str(png))})
+    finally:
+        run.finish()
