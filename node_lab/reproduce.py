@@ -41,8 +41,9 @@ def run_study(name: str, args: list[str], sweep_dir: Path) -> tuple[int, float]:
     return code, time.perf_counter() - start
 
 
-def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb_mode: str) -> Path:
-    studies = load_studies()
+def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb_mode: str,
+              studies_file: Path = STUDIES) -> Path:
+    studies = load_studies(studies_file)
     chosen = {k: v for k, v in studies.items() if not only or k in only or k.split("/")[-1] in only}
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     report_dir = out / stamp

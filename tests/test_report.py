@@ -114,3 +114,27 @@ def test_parallel_jobs_never_oversubscribe():
     assert parallel_jobs(None) == cores
     assert parallel_jobs(cores) == 1
     assert parallel_jobs(4 * cores) == 1
+
+
+@pytest.mark.slow
+def test_reproduce_writes_a_report_and_skips_finished_jobs(tmp_path):
+    from node_lab.reproduce import reproduce
+
+    studies = tmp_path / "studies.yaml"
+    studies.write_text(yaml.safe_dump({"toy/parity": {
+        "title": "toy", "claim": "none",
+        "profiles": {"quick": {"args": ["dataset=compact_parity", "seed=0,1", "train.iterations=2", "logger=none",
+                                        "train.figures=false"], "expected_minutes": 1}}}}))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    report = reproduce("quick", None, runs, out, "disabled", studies_file=studies)
+    text = report.read_text()
+    assert "## toy/parity: toy" in text and "2 jobs: completed 2" in text
+    assert "| dataset=compact_parity train.iterations=2 | 2 |" in text  # seeds and bookkeeping not in the label
+    first = json.loads((runs / "quick" / "toy" / "parity" / "0" / "metrics.json").read_text())
+    import time
+
+    time.sleep(1.1)  # a new report stamp
+    reproduce("quick", None, runs, out, "disabled", studies_file=studies)
+    again = json.loads((runs / "quick" / "toy" / "parity" / "0" / "metrics.json").read_text())
+    assert again["wall_time"] == first["wall_time"]  # finished job skipped, not rerun
+    assert len(list(out.glob("*/REPORT.md"))) == 2

@@ -38,7 +38,7 @@ class Job:
         label = (self.config.get("report") or {}).get("row")
         if label:
             return str(label)
-        parts = [f"{k}={v}" for k, v in self.overrides.items() if k != "seed" and not k.startswith("hydra")]
+        parts = [f"{k}={v}" for k, v in self.overrides.items() if not unlabelled(k)]
         return " ".join(parts) or "default"
 
     def value(self, key: str) -> float | None:
@@ -49,6 +49,12 @@ class Job:
                 return None
             node = node[part]
         return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def unlabelled(key: str) -> bool:
+    """Override keys that do not distinguish configurations (seeds, logging, bookkeeping)."""
+    return (key in ("seed", "train.figures", "train.skip_finished", "train.log_every", "train.resume")
+            or key.startswith(("hydra", "logger")))
 
 
 def _overrides(path: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from node_lab.report.published import load_published, metric_path, scale
-from node_lab.report.rundirs import Job, find_jobs
+from node_lab.report.rundirs import Job, find_jobs, unlabelled
 
 COLUMNS = {  # label → metrics.json path ({m} = the run's metric name)
     "final test {m}": "final.test_{m}",
@@ -69,7 +69,7 @@ def group_rows(jobs: list[Job]) -> list[Row]:
 
 def swept_keys(jobs: list[Job]) -> list[str]:
     """Override keys whose value differs between jobs (the seed excluded)."""
-    keys = dict.fromkeys(k for j in jobs for k in j.overrides if k != "seed" and not k.startswith("hydra"))
+    keys = dict.fromkeys(k for j in jobs for k in j.overrides if not unlabelled(k))
     return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
 
 
