@@ -187,6 +187,12 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
     first = text.splitlines()[0] if text else type(err).__name__
     if isinstance(err, MissingConfigException):
         group, _, option = (err.missing_cfg_file or "").rpartition("/")
+        if group.startswith("hydra/"):  # a Hydra plugin that is not installed
+            extra = {"optuna": "optuna", "submitit_slurm": "cluster", "submitit_local": "cluster"}.get(option)
+            return ConfigError(group.replace("/", "."), option, f"the Hydra plugin providing {group}/{option} is "
+                               "not installed", choices=sorted(err.options or []),
+                               fix=f'pip install "node-lab[{extra}]"' if extra else "install the Hydra plugin"
+                               ).message()
         if group and err.options is not None:
             return ConfigError(group.replace("/", "."), option, f"unknown {group} option",
                                choices=sorted(err.options), fix=f"{group}={sorted(err.options)[0]}").message()

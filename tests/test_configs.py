@@ -18,8 +18,23 @@ def test_groups_are_the_product_surface():
         assert group in GROUPS, group
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_builds(make_cfg, group, option):
+    if group == "hparams_search" and not _has("hydra_plugins.hydra_optuna_sweeper"):
+        from hydra.errors import MissingConfigException
+
+        from node_lab.cli import describe_error
+
+        with pytest.raises(MissingConfigException) as err:  # optional extra not installed: a clear hint
+            make_cfg(f"{group}={option}")
+        assert 'pip install "node-lab[optuna]"' in describe_error(err.value, [], None)
+        return
     cfg = make_cfg(f"{group}={option}", "train.iterations=1")
     if group == "device" and option == "cuda" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
