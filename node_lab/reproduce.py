@@ -81,7 +81,7 @@ def _section(name, study, profile, args, wall, status, result, study_dir, report
     if result:
         body = result["markdown"].read_text().split("\n", 2)[-1]  # drop the summary's own title
         rel = study_dir.relative_to(report_dir)
-        lines.append(body.replace("](summary.png)", f"]({rel}/summary.png)"))
+        lines.append(body.replace("](summary.png)", f"]({rel}/summary.png)").replace("](fig_", f"]({rel}/fig_"))
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from node_lab.report.rundirs import Job
-from node_lab.report.summary import group_rows
+from node_lab.report.summary import group_rows, slug
 
 
 def band(predictions: np.ndarray, width: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +68,7 @@ def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
         result["coverage_2sigma"] = coverage(y[mask], lo[mask], hi[mask])
         result["ensemble_test_mse"] = float(np.mean((mean[mask] - y[mask]) ** 2))
         result["member_test_mse"] = [float(np.mean((p[mask] - y[mask]) ** 2)) for p in preds]
-        result["figure"] = _plot_band(out / f"ensemble_{_slug(label)}.png", times.numpy(), mean, lo, hi, y, mask)
+        result["figure"] = _plot_band(out / f"ensemble_{slug(label)}.png", times.numpy(), mean, lo, hi, y, mask)
     elif data.task == Task.classification:
         final = preds[:, -1]  # (M, B, out)
         y = test.y.numpy()
@@ -87,10 +87,6 @@ def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
         result["coverage_2sigma"] = coverage(y, lo, hi)
         result["ensemble_test_mse"] = float(np.mean((mean - y) ** 2))
     return result
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
 
 
 def _plot_band(path: Path, t, mean, lo, hi, y, mask) -> str:

@@ -111,9 +111,33 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
                   for j in bad]
     if plot:
         lines += ["", f"![metric vs swept key]({plot.name})"]
+    gallery = copy_figures(rows, out)
+    if gallery:
+        lines += ["", "## Figures (first completed seed of each configuration)", ""] + gallery
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return {"jobs": len(jobs), "failed": sum(j.status == "failed" for j in jobs),
             "diverged": sum(j.status == "diverged" for j in jobs), "rows": table, "markdown": out / "summary.md"}
+
+
+def copy_figures(rows: list[Row], out: Path) -> list[str]:
+    """The run figures (predictions, loss, …) of each configuration's first completed seed, copied
+    next to the summary so a report directory stands alone."""
+    import shutil
+
+    lines = []
+    for r in rows:
+        job = next((j for j in r.jobs if j.status == "completed"), None)
+        if job is None or job.path.resolve() == out.resolve():
+            continue
+        for png in sorted(job.path.glob("*.png")):
+            name = f"fig_{slug(r.label)}_{png.name}"
+            shutil.copyfile(png, out / name)
+            lines.append(f"![{r.label}: {png.stem}]({name})")
+    return lines
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
 
 
 def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
