@@ -85,22 +85,25 @@ def test_hnn_rollout_matches_cos_sin_and_trains_with_adjoint():
 def test_lnn_acceleration_of_known_lagrangians_matches_closed_forms():
     # pendulum: L = ½ q̇² + g cos q → q̈ = −g sin q
     g = 9.8
-    model = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) + g * torch.cos(q).sum(-1))
+    model = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) + g * torch.cos(q).sum(-1), damping=0.0)
     z = torch.randn(16, 2, dtype=F64)
     out = model.dynamics(torch.zeros(()), z)
     assert torch.allclose(out[:, :1], z[:, 1:])
-    assert torch.allclose(out[:, 1], -g * torch.sin(z[:, 0]), atol=1e-12)
+    assert torch.allclose(out[:, 1], -g * torch.sin(z[:, 0]), rtol=0, atol=1e-12)
     # double pendulum: the dataset's Lagrangian through the Euler–Lagrange solve = Cranmer's closed form
     for params in ({}, dict(m1=1.3, m2=0.7, l1=0.9, l2=1.6, g=3.0)):
         system = DoublePendulum(**params)
         q, v = torch.rand(32, 2, dtype=F64) * 6 - 3, torch.randn(32, 2, dtype=F64) * 3
         acc = euler_lagrange(system.lagrangian, q, v)
-        assert torch.allclose(acc, system.acceleration(q, v), atol=1e-10)
+        assert torch.allclose(acc, system.acceleration(q, v), rtol=0, atol=1e-10)
     # ...and the LNN model with that L as its network
     system = DoublePendulum()
-    model = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4)
+    model = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4, damping=0.0)
     out = model.dynamics(torch.zeros(()), torch.cat([q, v], 1))
-    assert torch.allclose(out[:, 2:], system.acceleration(q, v), atol=1e-10)
+    assert torch.allclose(out[:, 2:], system.acceleration(q, v), rtol=0, atol=1e-10)
+    # the default damping (1e-6) perturbs q̈ by a relative ~1e-6 only
+    damped = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4)
+    assert torch.allclose(damped.dynamics(torch.zeros(()), torch.cat([q, v], 1))[:, 2:], out[:, 2:], rtol=1e-4)
 
 
 def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
@@ -176,7 +179,7 @@ def test_leapfrog_is_second_order():
 SMALL = dict(n_train=3, n_test=2, t_end=2.0, dt=0.1, test_t_end=4.0, test_dt=0.2)
 
 
-@pytest.mark.parametrize("cls", [Spring, Pendulum, TwoBody, DoublePendulum])
+@pytest.mark.parametrize("cls", [Spring, Pendulum, TwoBody, pytest.param(DoublePendulum, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("coordinates", ["canonical", "velocity"])
 def test_generated_energy_is_conserved_and_derivatives_are_exact(cls, coordinates):
     system = cls(coordinates=coordinates, **SMALL)
@@ -187,10 +190,11 @@ def test_generated_energy_is_conserved_and_derivatives_are_exact(cls, coordinate
         assert math.isclose(float(split.times[-1]), t_end)
         energy = system.energy(split.y)
         assert (energy - energy[0]).abs().max() < 1e-7 * max(1.0, float(energy.abs().max()))
-        # the stored time derivative matches a finite difference of the stored states
-        fd = (split.y[2:] - split.y[:-2]) / (split.times[2] - split.times[0])
-        mid = split.velocity[1:-1]
-        assert (fd - mid).abs().max() < 0.05 * (1 + mid.abs().max())
+    # the stored time derivative matches a central difference of the stored states on a fine grid
+    fine = cls(coordinates=coordinates, n_train=2, n_test=1, t_end=0.5, dt=0.002).generate()[0]
+    fd = (fine.y[2:] - fine.y[:-2]) / (fine.times[2] - fine.times[0])
+    mid = fine.velocity[1:-1]
+    assert (fd - mid).abs().max() < 1e-3 * (1 + mid.abs().max())
     # same seed → same data; another seed → other initial conditions
     assert torch.equal(cls(coordinates=coordinates, **SMALL).generate()[0].y, train.y)
     assert not torch.equal(cls(coordinates=coordinates, seed=1, **SMALL).generate()[0].x, train.x)

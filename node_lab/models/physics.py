@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import grad, hessian, jacrev, vmap
+from torch.func import grad, jacfwd, vmap
 
 from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.models.base import ODEModel
@@ -125,10 +125,17 @@ def euler_lagrange(lagrangian: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     torch.func over the batch: solve (∇q̇∇q̇ᵀL + damping·I) q̈ = ∇qL − (∇q∇q̇ᵀL) q̇, or use the
     pseudo-inverse (``singular=pinv``). Raises FloatingPointError when the result is not finite."""
 
+    n = q.shape[1]
+
+    def gradient(z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = grad(lambda z: lagrangian(z[:n], z[n:]))(z1)
+        return g, g
+
     def one(q1: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-        mass = hessian(lagrangian, argnums=1)(q1, v1)  # ∇q̇∇q̇ᵀL (n, n)
-        mixed = jacrev(grad(lagrangian, argnums=1), argnums=0)(q1, v1)  # ∂(∇q̇L)/∂q (n, n)
-        rhs = grad(lagrangian, argnums=0)(q1, v1) - mixed @ v1
+        # one forward-over-reverse pass gives the whole Hessian of L(z = [q, q̇]) and its gradient
+        hess, g = jacfwd(gradient, has_aux=True)(torch.cat([q1, v1]))
+        mass, mixed = hess[n:, n:], hess[n:, :n]  # ∇q̇∇q̇ᵀL, ∂(∇q̇L)/∂q (n, n)
+        rhs = g[:n] - mixed @ v1
         if singular == "pinv":
             return torch.linalg.pinv(mass) @ rhs
         eye = torch.eye(mass.shape[0], dtype=mass.dtype, device=mass.device)
