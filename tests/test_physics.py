@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+import yaml
+from conftest import CONF, REPO
 from torch import nn
 
 from node_lab import job
@@ -286,8 +288,7 @@ def test_lnn_divergence_is_a_run_status(make_cfg, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
-PRESETS = ["spring", "spring_baseline", "two_body", "two_body_baseline", "double_pendulum_lnn",
-           "double_pendulum_baseline", "comparison"]
+PRESETS = sorted(p.stem for p in (CONF / "experiment" / "physics").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -298,3 +299,17 @@ def test_physics_presets_run_a_few_iterations(make_cfg, tmp_path, preset):
     assert cfg.report.study.startswith("physics/") and cfg.report.row
     metrics = _run(cfg, tmp_path)
     assert metrics["status"] == "completed" and "energy_drift" in metrics["physics"]
+
+
+def test_published_numbers_are_labelled_like_the_presets(make_cfg):
+    rows = yaml.safe_load((REPO / "node_lab" / "published" / "physics.yaml").read_text())
+    labels = set()
+    for preset in PRESETS:
+        cfg = make_cfg(f"experiment=physics/{preset}")
+        labels.add((cfg.report.study, cfg.report.row))
+    for row in rows:
+        assert {"study", "row", "metric", "value", "source", "protocol"} <= set(row), row
+        assert isinstance(row["value"], float) and row["value"] > 0
+        assert row["metric"] in ("energy_mse", "energy_drift", "energy_error_final", "derivative_mse", "rollout_mse")
+        if row["study"] != "physics/pendulum":  # no pendulum preset (see the row's protocol)
+            assert (row["study"], row["row"]) in labels, row

@@ -187,53 +187,69 @@ def _circle_states(n: int, radius, g: torch.Generator) -> tuple[torch.Tensor, to
     return z[:, :1], z[:, 1:]
 
 
-class Spring(MechanicalSystem):
-    """Ideal spring-mass: H = k q² + p²/(2m) (Greydanus et al.: k = 1, m = ½, i.e. H = q² + p²),
-    L = ½ m q̇² − k q². ``ic.radius``: the canonical (q, p) radius range."""
+class _OneDegree(MechanicalSystem):
+    """L = ½ μ q̇² − c V(q) with one degree of freedom; initial (q, p) on a circle of radius
+    U(``ic.radius``) as Greydanus et al. Subclasses give V, dV/dq and their YAML key names."""
 
     n_dof = 1
-    default_ic = {"radius": [0.1, 1.0]}
+    keys = ("c", "mu")
 
-    def __init__(self, stiffness: float = 1.0, mass: float = 0.5, **common) -> None:
-        check_number("stiffness", stiffness, low=0, low_open=True)
-        check_number("mass", mass, low=0, low_open=True)
-        self.k, self.m = stiffness, mass
+    def __init__(self, c: float, mu: float, **common) -> None:
+        for key, value in zip(self.keys, (c, mu)):
+            check_number(key, value, low=0, low_open=True)
+        self.c, self.mu = c, mu
         super().__init__(**common)
 
-    def lagrangian(self, q, qdot):
-        return 0.5 * self.m * (qdot**2).sum() - self.k * (q**2).sum()
+    def potential(self, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
-    def acceleration(self, q, qdot):
-        return -2.0 * self.k / self.m * q
-
-    def sample(self, n, ic, g):
-        q, p = _circle_states(n, ic["radius"], g)
-        return q, p / self.m
-
-
-class Pendulum(MechanicalSystem):
-    """Ideal pendulum: H = m g l (1 − cos q) + p²/(2 m l²) (Greydanus et al.: m = l = 1 with
-    g = 3 and p scaled so H = 3(1 − cos q) + p², i.e. ``mass_term`` ½). L = ½ μ q̇² − c(1 − cos q)
-    with μ = ``inertia``, c = ``gravity``. ``ic.radius``: the canonical (q, p) radius range."""
-
-    n_dof = 1
-    default_ic = {"radius": [1.3, 2.3]}
-
-    def __init__(self, gravity: float = 3.0, inertia: float = 0.5, **common) -> None:
-        check_number("gravity", gravity, low=0, low_open=True)
-        check_number("inertia", inertia, low=0, low_open=True)
-        self.c, self.mu = gravity, inertia
-        super().__init__(**common)
+    def potential_grad(self, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def lagrangian(self, q, qdot):
-        return 0.5 * self.mu * (qdot**2).sum() - self.c * (1 - torch.cos(q)).sum()
+        return 0.5 * self.mu * (qdot**2).sum() - self.c * self.potential(q).sum()
 
     def acceleration(self, q, qdot):
-        return -self.c / self.mu * torch.sin(q)
+        return -self.c / self.mu * self.potential_grad(q)
 
     def sample(self, n, ic, g):
         q, p = _circle_states(n, ic["radius"], g)
         return q, p / self.mu
+
+
+class Spring(_OneDegree):
+    """Ideal spring-mass: H = k q² + p²/(2m) (Greydanus et al.: k = 1, m = ½, i.e. H = q² + p²),
+    L = ½ m q̇² − k q². ``ic.radius``: the canonical (q, p) radius range."""
+
+    default_ic = {"radius": [0.1, 1.0]}
+    keys = ("stiffness", "mass")
+
+    def __init__(self, stiffness: float = 1.0, mass: float = 0.5, **common) -> None:
+        super().__init__(stiffness, mass, **common)
+
+    def potential(self, q):
+        return q**2
+
+    def potential_grad(self, q):
+        return 2.0 * q
+
+
+class Pendulum(_OneDegree):
+    """Ideal pendulum: H = c(1 − cos q) + p²/(2μ), L = ½ μ q̇² − c(1 − cos q) with c = ``gravity``
+    and μ = ``inertia`` (Greydanus et al.: H = 3(1 − cos q) + p², i.e. c = 3, μ = ½).
+    ``ic.radius``: the canonical (q, p) radius range."""
+
+    default_ic = {"radius": [1.3, 2.3]}
+    keys = ("gravity", "inertia")
+
+    def __init__(self, gravity: float = 3.0, inertia: float = 0.5, **common) -> None:
+        super().__init__(gravity, inertia, **common)
+
+    def potential(self, q):
+        return 1 - torch.cos(q)
+
+    def potential_grad(self, q):
+        return torch.sin(q)
 
 
 class TwoBody(MechanicalSystem):
