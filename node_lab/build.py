@@ -26,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from node_lab.augmentation import Augmentation
 from node_lab.datasets.base import Dataset, Task
 from node_lab.device import Device
-from node_lab.errors import ConfigError, check_number
+from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.models.base import ODEModel
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
+from node_lab.train import TRAIN_MODES
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
 
@@ -48,8 +49,10 @@ class TrainSettings:
     resume_from: str | None = None
     figures: bool = True
     skip_finished: bool = False
+    mode: str = "trajectory"
 
     def __post_init__(self) -> None:
+        check_choice("mode", self.mode, TRAIN_MODES)
         if (self.iterations is None) == (self.epochs is None):
             raise ConfigError("iterations", self.iterations, "set exactly one of train.iterations and train.epochs",
                               fix="train.epochs=null (or train.iterations=null)")
@@ -169,6 +172,24 @@ def check_combination(dataset: Dataset, solver: Solver, steer: EndTimeSampler, m
     return t0, t1
 
 
+def check_train_mode(mode: str, dataset: Dataset, model: ODEModel) -> None:
+    """``train.mode`` other than trajectory needs trajectory data; ``derivatives`` also needs the
+    data's time derivatives and a model whose state is the data."""
+    if mode == "trajectory":
+        return
+    if dataset.task != Task.trajectory:
+        raise ConfigError("train.mode", mode, f"{dataset.describe()} is not a trajectory task",
+                          choices=["trajectory"], fix="train.mode=trajectory")
+    if mode == "derivatives" and not dataset.has_velocity:
+        raise ConfigError("train.mode", mode, f"{dataset.describe()} has no known time derivatives",
+                          choices=["trajectory", "steps"], fix="train.mode=steps")
+    if mode == "derivatives" and not model.state_is_data():
+        raise ConfigError("train.mode", mode, f"the state of {type(model).__name__} with "
+                          f"{model.augmentation.describe()} is not the data, so its field cannot be fitted "
+                          "to the data's derivatives",
+                          choices=["trajectory", "steps"], fix="train.mode=trajectory (or augmentation.dim=0)")
+
+
 def build(cfg: DictConfig) -> Built:
     """Validate and instantiate every group. Cheap: no data is loaded (``dataset.load()`` is
     the job's first step), so a whole sweep can be checked before any job starts."""
@@ -191,6 +212,7 @@ def build(cfg: DictConfig) -> Built:
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
                              solver=solver, augmentation=augmentation)
+    check_train_mode(train.mode, dataset, model)
     for key in ("lr", "weight_decay", "momentum"):
         if key in cfg.optim:
             check_number(f"optim.{key}", cfg.optim[key], low=0, low_open=key == "lr")

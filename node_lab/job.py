@@ -6,7 +6,9 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
   and backward NFE, wall time, parameter count, seed, iterations;
 - ``history.csv``: one row per iteration (loss, metric, NFE, step time, STEER end time);
 - ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config;
-- ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``).
+- ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
+- physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
+  ``physics`` in metrics.json, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from node_lab import plots
+from node_lab import physics, plots
 from node_lab.build import Built
 from node_lab.datasets.base import Data, Task
 from node_lab.errors import ConfigError
-from node_lab.train import Progress, evaluate, fit, metric_name
+from node_lab.train import Progress, evaluate, fit, metric_name, training_split
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def _load_data(built: Built) -> Data:
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
-    n = len(data.train)
+    n = len(training_split(data, built.train.mode)[0])
     if built.train.batch_size is not None and built.train.batch_size > n:
         raise ConfigError("train.batch_size", built.train.batch_size,
                           f"exceeds the {n} training samples of {built.dataset.describe()}",
@@ -111,7 +113,8 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
         fit(model, data, optimizer, built.steer, t0=built.t0, t1=built.t1, iterations=iterations,
             batch_size=built.train.batch_size, eval_every=built.train.eval_every,
             log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
-            on_eval=lambda p: save_checkpoint(run_dir / CHECKPOINT, built, optimizer, p, generator))
+            on_eval=lambda p: save_checkpoint(run_dir / CHECKPOINT, built, optimizer, p, generator),
+            mode=built.train.mode)
         metrics = summarise(built, data, model, progress, time.perf_counter() - started, run_dir)
         save_checkpoint(run_dir / CHECKPOINT, built, optimizer, progress, generator)
         write_history(run_dir / "history.csv", progress.history)
@@ -143,6 +146,9 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
         for split_name, split in (("train", data.train), ("test", data.test)):
             result = evaluate(model, data, split, built.t0, built.t1)
             final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+    extra = {}
+    if progress.status == "completed" and data.energy is not None:
+        extra["physics"] = _physics(model, data)
     hist = progress.history
     mean = (lambda key: float(np.mean([r[key] for r in hist]))) if hist else (lambda key: 0.0)
     return {
@@ -160,7 +166,16 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
         "seed": built.seed,
         "config_hash": built.config_hash,
         "run_dir": str(run_dir),
+        **extra,
     }
+
+
+def _physics(model, data: Data) -> dict:
+    """Rollout/energy metrics of the test split; a rollout that blows up is reported, not raised."""
+    try:
+        return physics.physics_metrics(model, data, data.test)[0]
+    except (AssertionError, RuntimeError, FloatingPointError) as err:
+        return {"error": str(err).splitlines()[0]}
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -202,6 +217,9 @@ def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: P
             targets = as_np(test.y[:, 0]) if data.task == Task.regression else None
             figures["predictions"] = plots.trajectories(as_np(dense), as_np(states), out, targets=targets,
                                                         title="state trajectories (first data dim)")
+        if data.energy is not None:
+            pred = physics.rollout(model, test)
+            figures.update(physics.physics_figures(data, test, pred, run_dir))
     except (AssertionError, RuntimeError, FloatingPointError) as err:  # a diverged model can't be drawn
         log.warning("predictions figure skipped: %s", str(err).splitlines()[0])
     model.train()
@@ -221,6 +239,17 @@ def summary_text(metrics: dict) -> str:
         f"wall time   {metrics['wall_time']:.1f} s ({1e3 * metrics['step_time_mean']:.1f} ms/iteration), "
         f"{metrics['iterations']} iterations",
         f"parameters  {metrics['params']}",
+        *_physics_lines(metrics.get("physics"), fmt),
         f"run dir     {metrics['run_dir']}",
     ]
     return "\n".join(lines)
+
+
+def _physics_lines(phys: dict | None, fmt) -> list[str]:
+    if not phys:
+        return []
+    if "error" in phys:
+        return [f"physics     rollout failed: {phys['error']}"]
+    deriv = f" | derivative mse {fmt(phys['derivative_mse'])}" if "derivative_mse" in phys else ""
+    return [f"physics     rollout mse {fmt(phys['rollout_mse'])} | energy mse {fmt(phys['energy_mse'])} | "
+            f"energy drift {fmt(phys['energy_drift'])} (final {fmt(phys['energy_error_final'])}){deriv}"]

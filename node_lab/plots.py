@@ -71,6 +71,8 @@ def trajectories(times: np.ndarray, paths: np.ndarray, path: Path, *, data_t: np
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(times, paths, lw=1, color="C0", alpha=0.8)
     if data_t is not None:
+        if data_y.ndim == 2:  # several trajectories (T, B): one time axis for all
+            data_t = np.broadcast_to(data_t[:, None], data_y.shape)
         ax.scatter(data_t, data_y, s=10, color="C1", label="data", zorder=3)
     if targets is not None:
         ax.scatter(np.full(len(targets), times[-1]), targets, marker="x", color="C3", label="targets", zorder=3)
@@ -81,4 +83,38 @@ def trajectories(times: np.ndarray, paths: np.ndarray, path: Path, *, data_t: np
     ax.set_title(title)
     if data_t is not None or targets is not None:
         ax.legend()
+    return _save(fig, path)
+
+
+def _true_vs_learned(ax, x_true: np.ndarray, y_true: np.ndarray, x_pred: np.ndarray, y_pred: np.ndarray,
+                     labels: tuple[str, str]) -> None:
+    """One colour per trajectory (columns): true dashed, learned solid."""
+    for b in range(y_true.shape[1]):
+        ax.plot(x_true[:, b], y_true[:, b], "--", color=f"C{b}", lw=1, alpha=0.7)
+        ax.plot(x_pred[:, b], y_pred[:, b], "-", color=f"C{b}", lw=1)
+    ax.plot([], [], "k--", label=labels[0])
+    ax.plot([], [], "k-", label=labels[1])
+    ax.legend()
+
+
+def phase_portraits(q_true: np.ndarray, p_true: np.ndarray, q_pred: np.ndarray, p_pred: np.ndarray,
+                    path: Path) -> Path:
+    """Phase portraits (T, B) of one degree of freedom: true (dashed) and learned (solid)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    _true_vs_learned(ax, q_true, p_true, q_pred, p_pred, ("true", "learned"))
+    ax.plot(q_true[0], p_true[0], "ko", ms=3)
+    ax.set_xlabel("q1")
+    ax.set_ylabel("p1 (or q1 velocity)")
+    ax.set_title("phase portraits, held-out initial conditions")
+    return _save(fig, path)
+
+
+def energy_curves(times: np.ndarray, e_true: np.ndarray, e_pred: np.ndarray, path: Path) -> Path:
+    """True energy E(t) (T, B) along the true (dashed) and the learned (solid) rollouts."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.broadcast_to(times[:, None], e_true.shape)
+    _true_vs_learned(ax, grid, e_true, grid, e_pred, ("true trajectory", "learned rollout"))
+    ax.set_xlabel("t")
+    ax.set_ylabel("true energy E")
+    ax.set_title("energy vs time, held-out initial conditions")
     return _save(fig, path)

@@ -2,9 +2,18 @@
 
 Every model integrates through :meth:`Solver.solve`, which also counts function evaluations
 (NFE) so the training loop can report forward and backward NFE separately.
+
+Besides torchdiffeq's methods there are two symplectic fixed-step methods torchdiffeq lacks,
+``leapfrog`` (Stormer-Verlet, kick-drift-kick, order 2) and ``symplectic_euler`` (order 1). They
+treat the state as [q, p], split in halves along dim 1, and are symplectic (bounded energy error
+over long horizons) only for a **separable** system, dq/dt = f(p), dp/dt = g(q) (e.g. H = T(p) +
+V(q)). On any other field they are still consistent explicit schemes, just not symplectic.
+Gradients go through the steps (no adjoint).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -14,9 +23,10 @@ from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from node_lab.errors import ConfigError, check_number
 
 # scipy_solver has no autograd: it cannot train a model, so it is not offered.
-METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"]
+SYMPLECTIC = ["leapfrog", "symplectic_euler"]
+METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC
 FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
-                                          "explicit_adams", "implicit_adams", "fixed_adams")]
+                                          "explicit_adams", "implicit_adams", "fixed_adams", *SYMPLECTIC)]
 ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID]
 
 
@@ -33,11 +43,48 @@ class _Counted(nn.Module):
         return self.func(t, z)
 
 
+def symplectic_step(func, t: torch.Tensor, z: torch.Tensor, h: torch.Tensor, method: str) -> torch.Tensor:
+    """One step of ``method`` (leapfrog | symplectic_euler) for z = [q, p] (halves of dim 1).
+
+    symplectic_euler: p' = p + h*pdot(q, p); q' = q + h*qdot(q, p').
+    leapfrog: p_half = p + h/2*pdot(q, p); q' = q + h*qdot(q, p_half); p' = p_half + h/2*pdot(q', p_half).
+    """
+    q, p = z.chunk(2, dim=1)
+
+    def field(q_: torch.Tensor, p_: torch.Tensor, half: int) -> torch.Tensor:
+        return func(t, torch.cat([q_, p_], dim=1)).chunk(2, dim=1)[half]
+
+    if method == "symplectic_euler":
+        p = p + h * field(q, p, 1)
+        return torch.cat([q + h * field(q, p, 0), p], dim=1)
+    p = p + 0.5 * h * field(q, p, 1)
+    q = q + h * field(q, p, 0)
+    return torch.cat([q, p + 0.5 * h * field(q, p, 1)], dim=1)
+
+
+def symplectic_odeint(func, z0: torch.Tensor, times: torch.Tensor, method: str, step_size: float | None = None,
+                      substeps: int | None = None) -> torch.Tensor:
+    """States at ``times`` (T, B, ...). Each interval [t_i, t_i+1] is cut into ``substeps`` equal
+    steps, or into ceil(dt / step_size) equal steps (<= step_size), so every output time is hit."""
+    if z0.shape[1] % 2:
+        raise ConfigError("solver.method", method, f"needs a state [q, p] of even size, got {z0.shape[1]} dims",
+                          choices=[m for m in METHODS if m not in SYMPLECTIC], fix="solver=rk4")
+    out, z = [z0], z0
+    for t_a, t_b in zip(times[:-1], times[1:]):
+        n = substeps or max(1, math.ceil(abs(float(t_b - t_a)) / step_size - 1e-9))
+        h = (t_b - t_a) / n
+        for k in range(n):
+            z = symplectic_step(func, t_a + k * h, z, h, method)
+        out.append(z)
+    return torch.stack(out)
+
+
 class Solver:
     """Integrates ``dz/dt = func(t, z)`` with a torchdiffeq method.
 
     **Arguments:**
-    - ``method``: any torchdiffeq method name (``dopri5``, ``rk4``, …).
+    - ``method``: any torchdiffeq method name (``dopri5``, ``rk4``, …), or a symplectic
+      fixed-step method (``leapfrog``, ``symplectic_euler``: state [q, p], separable systems).
     - ``rtol``, ``atol``: tolerances of adaptive methods.
     - ``step_size``: step of fixed-grid methods (required for them; torchdiffeq would otherwise
       step only between the requested times, a silent accuracy trap).
@@ -76,6 +123,9 @@ class Solver:
         for key, flag in (("adjoint", adjoint), ("adjoint_seminorm", adjoint_seminorm)):
             if not isinstance(flag, bool):
                 raise ConfigError(key, flag, "must be true or false", choices=[True, False])
+        if adjoint and method in SYMPLECTIC:
+            raise ConfigError("adjoint", adjoint, f"{method} backpropagates through its steps; it has no adjoint",
+                              choices=[False], fix="solver.adjoint=false")
         check_number("t0", t0, allow_none=True)
         check_number("t1", t1, allow_none=True)
         if t0 is not None and t1 is not None and t1 <= t0:
@@ -101,6 +151,8 @@ class Solver:
     def solve(self, func: nn.Module, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Integrate from ``z0`` (B, …) at ``times[0]``; returns the states at ``times`` (T, B, …)."""
         counted = _Counted(func, self)
+        if self.method in SYMPLECTIC:
+            return symplectic_odeint(counted, z0, times, self.method, step_size=self.step_size)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options())
         if not self.adjoint:
             return odeint(counted, z0, times, **kwargs)
@@ -109,6 +161,12 @@ class Solver:
             adjoint_options["norm"] = "seminorm"
         return odeint_adjoint(counted, z0, times, adjoint_params=tuple(func.parameters()),
                               adjoint_options=adjoint_options, **kwargs)
+
+    def solve_steps(self, func: nn.Module, z0: torch.Tensor, times: torch.Tensor, method: str,
+                    substeps: int) -> torch.Tensor:
+        """``substeps`` symplectic steps per interval of ``times`` (discrete models such as HINN,
+        whose layers are steps), counted like :meth:`solve`."""
+        return symplectic_odeint(_Counted(func, self), z0, times, method, substeps=substeps)
 
     def describe(self) -> str:
         if self.adaptive:

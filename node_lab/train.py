@@ -14,11 +14,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from node_lab.datasets.base import Data, Split, Task
+from node_lab.errors import ConfigError
 from node_lab.models.base import ODEModel
 from node_lab.steer import EndTimeSampler
 from node_lab.tracking import RunLogger
 
 log = logging.getLogger(__name__)
+
+# What a training step fits (``train.mode``): ``trajectory`` integrates from x over the data's
+# times (neural-ODE style, seed 004); ``derivatives`` fits the field to the known time derivative
+# at every observed state, without a solver (Greydanus et al.'s HNN); ``steps`` fits one solver
+# (or HINN layer) step between consecutive observed states (seed 003; autonomous systems).
+TRAIN_MODES = ["trajectory", "derivatives", "steps"]
 
 
 @dataclass
@@ -57,6 +64,28 @@ def _times(split: Split, t0: float, t1: float, like: torch.Tensor) -> torch.Tens
 def _predict(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> torch.Tensor:
     pred = model(split.x, _times(split, t0, t1, split.x), split.v0)  # (T, B, out)
     return pred if data.task == Task.trajectory else pred[-1]
+
+
+def training_split(data: Data, mode: str) -> tuple[Split, torch.Tensor | None]:
+    """The split a training step draws from: the trajectories, or (pointwise modes) every state
+    with its time derivative (``derivatives``) or its successor (``steps``) as rows (N, d); for
+    ``steps`` also the times (t0, t0 + Δt) every pair is integrated over (autonomous systems)."""
+    split = data.train
+    if mode == "trajectory":
+        return split, None
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731  (T, B, d) → (T·B, d)
+    if mode == "derivatives":
+        return Split(x=flat(split.y), y=flat(split.velocity)), None
+    gaps = split.times.diff()
+    if not torch.allclose(gaps, gaps[0].expand_as(gaps), rtol=1e-4, atol=0.0):
+        raise ConfigError("train.mode", mode, "needs a uniform time grid", choices=["trajectory", "derivatives"])
+    return Split(x=flat(split.y[:-1]), y=flat(split.y[1:])), split.times[:2]
+
+
+def _pointwise_prediction(model: ODEModel, batch: Split, mode: str, pair_times: torch.Tensor | None) -> torch.Tensor:
+    if mode == "derivatives":
+        return model.data_field(torch.zeros((), dtype=batch.x.dtype, device=batch.x.device), batch.x)
+    return model(batch.x, pair_times)[-1]
 
 
 def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +128,7 @@ def fit(
     logger: RunLogger,
     progress: Progress,
     on_eval: Callable[[Progress], None] = lambda p: None,
+    mode: str = "trajectory",
 ) -> Progress:
     """Train until ``iterations``, starting from ``progress.iteration`` (resume).
 
@@ -107,22 +137,28 @@ def fit(
     in the forward pass, backward NFE those of the backward pass (non-zero with the adjoint).
     Every ``eval_every`` iterations the test split is evaluated at T and ``on_eval`` is called
     (checkpointing). A non-finite loss or a solver failure ends the run with a status and
-    reason instead of an exception.
+    reason instead of an exception. ``mode`` (:data:`TRAIN_MODES`) says what a step fits; the
+    test evaluation is always the trajectory (rollout) metric.
     """
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
-    n = len(data.train)
+    train_split, pair_times = training_split(data, mode)
+    n = len(train_split)
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
     while progress.iteration < iterations:
         it = progress.iteration + 1
         index = torch.randperm(n, generator=generator)[:batch_size] if batch_size else torch.arange(n)
-        batch = data.train.batch(index.to(data.train.x.device))
+        batch = train_split.batch(index.to(train_split.x.device))
         end = steer.sample(t0, t1, generator)
         start = time.perf_counter()
         try:
             model.solver.nfe = 0
-            pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
-            loss, metric = _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
+            if mode == "trajectory":
+                pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
+                loss, metric = _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
+            else:
+                loss = F.mse_loss(_pointwise_prediction(model, batch, mode, pair_times), batch.y)
+                metric = loss.detach()
             nfe_forward = model.solver.nfe
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()})")

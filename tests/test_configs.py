@@ -63,7 +63,9 @@ def test_dataset_contract(make_cfg, option):
             assert split.y.shape[0] == len(split)
     # the model maps the data to outputs of the right shape
     times = data.test.times if data.test.times is not None else torch.tensor([built.t0, built.t1])
-    out = built.model(data.test.x, times, data.test.v0)
+    dtype = next(built.model.parameters()).dtype  # datasets may deliver float64; the job casts
+    v0 = None if data.test.v0 is None else data.test.v0.to(dtype)
+    out = built.model(data.test.x.to(dtype), times.to(dtype), v0)
     assert out.shape == (len(times), len(data.test), data.output_dim)
 
 

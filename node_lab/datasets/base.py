@@ -16,6 +16,7 @@ Tensor layout (B = samples, d = data dims, T = time points):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -103,6 +104,10 @@ class Data:
     loss: str  # "mse" | "cross_entropy"
     output_dim: int
     forcing: Forcing | None = None
+    # physical systems: the true energy of states (..., d) -> (...), and the divisor of the
+    # relative energy drift; when set, the job adds rollout and energy metrics (node_lab/physics.py)
+    energy: Callable[[torch.Tensor], torch.Tensor] | None = None
+    energy_scale: float | None = None
 
     @property
     def data_dim(self) -> int:

@@ -3,6 +3,8 @@
 from node_lab.models.base import ODEModel
 from node_lab.models.fields import MLPField
 from node_lab.models.node import FirstOrderODE
+from node_lab.models.physics import HamiltonianODE, HamiltonianResNet, LagrangianODE
 from node_lab.models.sonode import SecondOrderODE
 
-__all__ = ["FirstOrderODE", "MLPField", "ODEModel", "SecondOrderODE"]
+__all__ = ["FirstOrderODE", "HamiltonianODE", "HamiltonianResNet", "LagrangianODE", "MLPField", "ODEModel",
+           "SecondOrderODE"]

@@ -98,6 +98,15 @@ class ODEModel(nn.Module):
         """(T, B, state, …) → (T, B, read_dims, …)."""
         return zs[:, :, : self.read_dims()]
 
+    def state_is_data(self) -> bool:
+        """True when the ODE state is the data itself (no augmentation, first order), so the
+        field can be fitted to the data's time derivatives (``train.mode=derivatives``)."""
+        return self.augmentation.dim == 0 and self.augmentation.name != "input_layer"
+
+    def data_field(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """dz/dt the model assigns to data states x (B, d); only when :meth:`state_is_data`."""
+        return self.dynamics(t, self.initial_state(x, None))
+
     # --- shared ----------------------------------------------------------------------------
     def trajectory(self, x: torch.Tensor, times: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
         """The full ODE state at ``times``: (T, B, state, …)."""

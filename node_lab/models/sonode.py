@@ -89,6 +89,9 @@ class SecondOrderODE(ODEModel):
         return torch.cat([position, self.velocity(position, v0)], dim=1)  # (B, 2n)
 
 
+    def state_is_data(self) -> bool:
+        return False  # the state [x, v] has a velocity the data do not carry
+
     def velocity_of(self, zs: torch.Tensor) -> torch.Tensor:
         """The data-dim velocities (T, B, d) of a state trajectory."""
         return zs[:, :, self.state_dim : self.state_dim + self.data_dim]

@@ -1,0 +1,315 @@
+"""Physics-structured models, symplectic solvers and mechanical datasets against exact answers,
+plus the physics presets and training modes (a few iterations each)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from conftest import CONF, REPO
+from torch import nn
+
+from node_lab import job
+from node_lab.augmentation import ZeroAugmentation
+from node_lab.build import build
+from node_lab.datasets import DoublePendulum, Pendulum, Spring, TwoBody
+from node_lab.errors import ConfigError
+from node_lab.models import HamiltonianODE, HamiltonianResNet, LagrangianODE, MLPField
+from node_lab.models.physics import euler_lagrange
+from node_lab.solvers import Solver
+
+F64 = torch.float64
+
+
+class Fixed(nn.Module):
+    """A scalar 'network' with a known formula: H(q, p) or L(q, q̇) of states (B, 2n) → (B, 1)."""
+
+    def __init__(self, formula) -> None:
+        super().__init__()
+        self.formula = formula
+
+    def forward(self, t, z):
+        return self.formula(*z.chunk(2, dim=-1))[..., None]
+
+
+def _model(cls, formula, data_dim=2, **kwargs):
+    key = "lagrangian" if cls is LagrangianODE else "hamiltonian"
+    return cls(**{key: lambda in_dim, out_dim: Fixed(formula)}, data_dim=data_dim, output_dim=data_dim,
+               solver=Solver("dopri5", rtol=1e-10, atol=1e-10), augmentation=ZeroAugmentation(0), **kwargs)
+
+
+class Oscillator(nn.Module):
+    """q̇ = p, ṗ = −q: H = ½(q² + p²), separable."""
+
+    def forward(self, t, z):
+        q, p = z.chunk(2, dim=1)
+        return torch.cat([p, -q], dim=1)
+
+
+# --- models: exact fields of known H and L --------------------------------------------------
+
+
+def test_hnn_field_of_known_hamiltonian_is_exact():
+    model = _model(HamiltonianODE, lambda q, p: 0.5 * (q**2 + p**2).sum(-1), data_dim=4)
+    z = torch.randn(7, 4, dtype=F64)
+    q, p = z.chunk(2, dim=1)
+    assert torch.allclose(model.dynamics(torch.zeros(()), z), torch.cat([p, -q], dim=1), atol=1e-14)
+    # a non-quadratic H: H = q1² p2 + sin(q2) + p1⁴ → q̇ = (4p1³, q1²), ṗ = (−2 q1 p2, −cos q2)
+    model = _model(HamiltonianODE, lambda q, p: q[:, 0] ** 2 * p[:, 1] + torch.sin(q[:, 1]) + p[:, 0] ** 4,
+                   data_dim=4)
+    expected = torch.stack([4 * p[:, 0] ** 3, q[:, 0] ** 2, -2 * q[:, 0] * p[:, 1], -torch.cos(q[:, 1])], dim=1)
+    assert torch.allclose(model.dynamics(torch.zeros(()), z), expected, atol=1e-12)
+
+
+def test_hnn_rollout_matches_cos_sin_and_trains_with_adjoint():
+    model = _model(HamiltonianODE, lambda q, p: 0.5 * (q**2 + p**2).sum(-1)).double()
+    times = torch.linspace(0, 2 * math.pi, 9, dtype=F64)
+    z0 = torch.tensor([[1.0, 0.0]], dtype=F64)
+    with torch.no_grad():
+        zs = model(z0, times)[:, 0]
+    assert torch.allclose(zs, torch.stack([torch.cos(times), -torch.sin(times)], 1), atol=1e-8)
+    # gradients flow to H's parameters through the solver and through the adjoint, and agree
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        net = MLPField(2, 1, hidden=[8], activation="tanh").double()
+        hnn = HamiltonianODE(hamiltonian=lambda in_dim, out_dim, net=net: net, data_dim=2, output_dim=2,
+                             solver=Solver("dopri5", rtol=1e-9, atol=1e-9, adjoint=adjoint),
+                             augmentation=ZeroAugmentation(0))
+        hnn(z0, times[:3]).pow(2).sum().backward()
+        grads.append(net.net[0].weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_lnn_acceleration_of_known_lagrangians_matches_closed_forms():
+    # pendulum: L = ½ q̇² + g cos q → q̈ = −g sin q
+    g = 9.8
+    model = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) + g * torch.cos(q).sum(-1), damping=0.0)
+    z = torch.randn(16, 2, dtype=F64)
+    out = model.dynamics(torch.zeros(()), z)
+    assert torch.allclose(out[:, :1], z[:, 1:])
+    assert torch.allclose(out[:, 1], -g * torch.sin(z[:, 0]), rtol=0, atol=1e-12)
+    # double pendulum: the dataset's Lagrangian through the Euler–Lagrange solve = Cranmer's closed form
+    for params in ({}, dict(m1=1.3, m2=0.7, l1=0.9, l2=1.6, g=3.0)):
+        system = DoublePendulum(**params)
+        q, v = torch.rand(32, 2, dtype=F64) * 6 - 3, torch.randn(32, 2, dtype=F64) * 3
+        acc = euler_lagrange(system.lagrangian, q, v)
+        assert torch.allclose(acc, system.acceleration(q, v), rtol=0, atol=1e-10)
+    # ...and the LNN model with that L as its network
+    system = DoublePendulum()
+    model = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4, damping=0.0)
+    out = model.dynamics(torch.zeros(()), torch.cat([q, v], 1))
+    assert torch.allclose(out[:, 2:], system.acceleration(q, v), rtol=0, atol=1e-10)
+    # the default damping (1e-6) perturbs q̈ by a relative ~1e-6 only
+    damped = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4)
+    assert torch.allclose(damped.dynamics(torch.zeros(()), torch.cat([q, v], 1))[:, 2:], out[:, 2:], rtol=1e-4)
+
+
+def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
+    degenerate = _model(LagrangianODE, lambda q, v: (q**2).sum(-1), damping=0.0)  # ∂²L/∂q̇² = 0
+    with pytest.raises(FloatingPointError, match="singular"):
+        degenerate.dynamics(torch.zeros(()), torch.randn(4, 2, dtype=F64))
+    # the safeguards give finite answers: damping solves (0 + λ)q̈ = ∇qL, pinv gives the minimum-norm 0
+    damped = _model(LagrangianODE, lambda q, v: (q**2).sum(-1), damping=0.5)
+    z = torch.randn(4, 2, dtype=F64)
+    assert torch.allclose(damped.dynamics(torch.zeros(()), z)[:, 1], 2 * z[:, 0] / 0.5)
+    pinv = _model(LagrangianODE, lambda q, v: (q**2).sum(-1), singular="pinv")
+    assert torch.equal(pinv.dynamics(torch.zeros(()), z)[:, 1], torch.zeros(4, dtype=F64))
+
+
+def test_hinn_layers_are_symplectic_euler_steps_with_hamiltons_signs():
+    model = _model(HamiltonianResNet, lambda q, p: 0.5 * (q**2 + p**2).sum(-1), layers=4).double()
+    z0 = torch.tensor([[1.0, 0.5]], dtype=F64)
+    times = torch.tensor([0.0, 0.2], dtype=F64)
+    with torch.no_grad():
+        out = model(z0, times)[-1]
+    q, p, h = 1.0, 0.5, 0.05
+    for _ in range(4):  # p' = p − h ∂H/∂q, q' = q + h ∂H/∂p'
+        p = p - h * q
+        q = q + h * p
+    assert torch.allclose(out, torch.tensor([[q, p]], dtype=F64), atol=1e-14)
+    assert model.solver.nfe == 8  # two half-field evaluations per layer
+
+
+# --- symplectic solvers ---------------------------------------------------------------------
+
+
+def test_leapfrog_bounded_energy_error_over_1e4_steps_while_euler_drifts():
+    z0 = torch.tensor([[1.0, 0.0]], dtype=F64)
+    times = torch.linspace(0.0, 1000.0, 101, dtype=F64)  # 10⁴ steps of 0.1
+    energy = {}
+    for method in ("leapfrog", "symplectic_euler", "euler"):
+        solver = Solver(method, step_size=0.1)
+        zs = solver.solve(Oscillator(), z0, times)
+        energy[method] = 0.5 * (zs**2).sum(-1)[:, 0]
+    for method in ("leapfrog", "symplectic_euler"):
+        err = (energy[method] - 0.5).abs()
+        assert err.max() < 0.03, method  # O(h) bound (shadow Hamiltonian), no growth
+        assert err[-50:].max() < 2 * err[:51].max() + 1e-12, method
+    # leapfrog's error is O(h²): ≤ h²/8 · |z|² for the oscillator
+    assert (energy["leapfrog"] - 0.5).abs().max() < 0.1**2 / 8 + 1e-12
+    # explicit Euler multiplies the energy by (1 + h²) every step: e^{10⁴·0.01} ≈ e^{100}
+    assert energy["euler"][-1] > 1e40
+
+
+def test_symplectic_steps_hit_output_times_and_count_nfe():
+    solver = Solver("leapfrog", step_size=0.3)
+    times = torch.tensor([0.0, 1.0, 1.5], dtype=F64)
+    zs = solver.solve(Oscillator(), torch.tensor([[1.0, 0.0]], dtype=F64), times)
+    assert zs.shape == (3, 1, 2)
+    assert solver.nfe == 3 * (4 + 2)  # ceil(1/0.3) = 4 and ceil(0.5/0.3) = 2 steps, 3 evaluations each
+    assert torch.allclose(zs[:, 0, 0], torch.cos(times), atol=0.03)
+    with pytest.raises(ConfigError, match="adjoint"):
+        Solver("leapfrog", step_size=0.1, adjoint=True)
+    with pytest.raises(ConfigError, match="step"):
+        Solver("symplectic_euler")
+
+
+def test_leapfrog_is_second_order():
+    z0, times = torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    exact = torch.tensor([math.cos(1.0), -math.sin(1.0)], dtype=F64)
+    errors = [(Solver("leapfrog", step_size=h).solve(Oscillator(), z0, times)[-1, 0] - exact).abs().max().item()
+              for h in (0.01, 0.005)]
+    assert 1.8 < math.log2(errors[0] / errors[1]) < 2.2
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+SMALL = dict(n_train=3, n_test=2, t_end=2.0, dt=0.1, test_t_end=4.0, test_dt=0.2)
+
+
+@pytest.mark.parametrize("cls", [Spring, Pendulum, TwoBody, pytest.param(DoublePendulum, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("coordinates", ["canonical", "velocity"])
+def test_generated_energy_is_conserved_and_derivatives_are_exact(cls, coordinates):
+    system = cls(coordinates=coordinates, **SMALL)
+    train, test = system.generate()
+    n = system.n_dof
+    for split, t_end in ((train, 2.0), (test, 4.0)):
+        assert split.y.shape == (len(split.times), len(split), 2 * n) and split.y.dtype == F64
+        assert math.isclose(float(split.times[-1]), t_end)
+        energy = system.energy(split.y)
+        assert (energy - energy[0]).abs().max() < 1e-7 * max(1.0, float(energy.abs().max()))
+    # the stored time derivative matches a central difference of the stored states on a fine grid
+    fine = cls(coordinates=coordinates, n_train=2, n_test=1, t_end=0.5, dt=0.002).generate()[0]
+    fd = (fine.y[2:] - fine.y[:-2]) / (fine.times[2] - fine.times[0])
+    mid = fine.velocity[1:-1]
+    assert (fd - mid).abs().max() < 1e-3 * (1 + mid.abs().max())
+    # same seed → same data; another seed → other initial conditions
+    assert torch.equal(cls(coordinates=coordinates, **SMALL).generate()[0].y, train.y)
+    assert not torch.equal(cls(coordinates=coordinates, seed=1, **SMALL).generate()[0].x, train.x)
+
+
+def test_greydanus_hamiltonians_in_closed_form():
+    z = torch.randn(5, 2, dtype=F64)
+    assert torch.allclose(Spring().energy(z), (z**2).sum(-1))  # H = q² + p²
+    assert torch.allclose(Pendulum().energy(z), 3 * (1 - torch.cos(z[:, 0])) + z[:, 1] ** 2)
+    z = torch.randn(5, 8, dtype=F64)
+    r = (z[:, :2] - z[:, 2:4]).norm(dim=1)
+    assert torch.allclose(TwoBody().energy(z), 0.5 * (z[:, 4:] ** 2).sum(-1) - 1 / r)
+    # canonical and velocity coordinates describe the same state: same energy
+    dp = DoublePendulum()
+    q, v = torch.randn(5, 2, dtype=F64), torch.randn(5, 2, dtype=F64)
+    canonical = DoublePendulum(coordinates="canonical")
+    e_velocity = DoublePendulum(coordinates="velocity").energy(torch.cat([q, v], 1))
+    assert torch.allclose(canonical.energy(torch.cat([q, dp.momentum(q, v)], 1)), e_velocity)
+
+
+def test_noise_only_on_training_states():
+    clean, noisy = Spring(**SMALL).generate(), Spring(noise=0.1, **SMALL).generate()
+    assert not torch.allclose(clean[0].y, noisy[0].y)
+    assert torch.equal(clean[0].velocity, noisy[0].velocity)  # exact derivative targets
+    assert (noisy[0].y - clean[0].y).std() == pytest.approx(0.1, rel=0.3)
+
+
+def test_bad_dataset_values_are_one_line_errors():
+    with pytest.raises(ConfigError, match="coordinates"):
+        Spring(coordinates="polar")
+    with pytest.raises(ConfigError, match=r"ic\.radiuss"):
+        Spring(ic={"radiuss": [0, 1]})
+    with pytest.raises(ConfigError, match="dt"):
+        Spring(t_end=1.0, dt=2.0)
+
+
+# --- configs, training modes, presets -----------------------------------------------------------
+
+
+def _run(cfg, run_dir):
+    return job.run(build(cfg), run_dir, group="test", name=run_dir.name)
+
+
+FAST = ["dataset.n_train=4", "dataset.n_test=2", "dataset.t_end=1.0", "dataset.test_t_end=2.0",
+        "train.iterations=3", "train.eval_every=3", "logger=none", "solver=rk4", "solver.step_size=0.1"]
+
+
+@pytest.mark.parametrize("model,dataset,mode", [
+    ("hnn", "spring", "derivatives"), ("hnn", "pendulum", "trajectory"), ("lnn", "double_pendulum", "trajectory"),
+    ("lnn", "spring", "derivatives"), ("hinn", "two_body", "steps"), ("node", "two_body", "derivatives"),
+    ("sonode", "spring", "steps"), ("hnn", "spring", "steps"),
+])
+def test_models_train_on_physics_datasets(make_cfg, tmp_path, model, dataset, mode):
+    metrics = _run(make_cfg(f"model={model}", f"dataset={dataset}", f"train.mode={mode}", *FAST), tmp_path)
+    assert metrics["status"] == "completed"
+    phys = metrics["physics"]
+    for key in ("rollout_mse", "energy_drift", "energy_mse", "energy_error_final"):
+        assert math.isfinite(phys[key]) and phys[key] >= 0, key
+    assert ("derivative_mse" in phys) == (model != "sonode")
+    for name in ("metrics.json", "history.csv", "phase.png", "energy.png", "loss.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_model_selects_the_dataset_coordinates(make_cfg):
+    assert build(make_cfg("model=lnn", "dataset=spring")).dataset.coordinates == "velocity"
+    assert build(make_cfg("model=hnn", "dataset=spring")).dataset.coordinates == "canonical"
+    with pytest.raises(ConfigError, match="state_coordinates"):
+        build(make_cfg("model=hnn", "dataset=spring", "model.state_coordinates=velocity"))
+
+
+def test_train_mode_errors_name_the_key(make_cfg):
+    with pytest.raises(ConfigError, match="train.mode"):
+        build(make_cfg("train.mode=derivatives"))  # nested spheres: no trajectories
+    with pytest.raises(ConfigError, match="train.mode"):
+        build(make_cfg("train.mode=derivatives", "model=sonode", "dataset=spring"))
+    with pytest.raises(ConfigError, match="augmentation"):
+        build(make_cfg("model=hnn", "dataset=spring", "augmentation.dim=2"))
+
+
+def test_lnn_divergence_is_a_run_status(make_cfg, tmp_path, monkeypatch):
+    from node_lab.models import physics
+
+    def singular(*args, **kwargs):
+        raise FloatingPointError("non-finite LNN acceleration (d2L/dqdot2 singular?)")
+
+    monkeypatch.setattr(physics, "euler_lagrange", singular)
+    metrics = _run(make_cfg("model=lnn", "dataset=spring", *FAST), tmp_path)
+    assert metrics["status"] == "diverged" and "singular" in metrics["reason"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+PRESETS = sorted(p.stem for p in (CONF / "experiment" / "physics").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_physics_presets_run_a_few_iterations(make_cfg, tmp_path, preset):
+    cfg = make_cfg(f"experiment=physics/{preset}", "train.iterations=2", "train.eval_every=2",
+                   "dataset.n_train=4", "dataset.n_test=2", "dataset.test_t_end=1.0", "train.batch_size=null",
+                   "train.figures=false", "solver.rtol=1e-5", "solver.atol=1e-5")
+    assert cfg.report.study.startswith("physics/") and cfg.report.row
+    metrics = _run(cfg, tmp_path)
+    assert metrics["status"] == "completed" and "energy_drift" in metrics["physics"]
+
+
+def test_published_numbers_are_labelled_like_the_presets(make_cfg):
+    rows = yaml.safe_load((REPO / "node_lab" / "published" / "physics.yaml").read_text())
+    labels = set()
+    for preset in PRESETS:
+        cfg = make_cfg(f"experiment=physics/{preset}")
+        labels.add((cfg.report.study, cfg.report.row))
+    for row in rows:
+        assert {"study", "row", "metric", "value", "source", "protocol"} <= set(row), row
+        assert isinstance(row["value"], float) and row["value"] > 0
+        assert row["metric"] in ("energy_mse", "energy_drift", "energy_error_final", "derivative_mse", "rollout_mse")
+        if row["study"] != "physics/pendulum":  # no pendulum preset (see the row's protocol)
+            assert (row["study"], row["row"]) in labels, row
