@@ -1,6 +1,8 @@
 """The `dataset/` group. The contract is in :mod:`node_lab.datasets.base`."""
 
 from node_lab.datasets.base import Data, Dataset, Forcing, Split, Task
-from node_lab.datasets.synthetic import CompactParity, NestedSpheres, Sine
+from node_lab.datasets.images import TorchvisionImages
+from node_lab.datasets.synthetic import CompactParity, NestedSpheres, Sine, SineCurve
 
-__all__ = ["CompactParity", "Data", "Dataset", "Forcing", "NestedSpheres", "Sine", "Split", "Task"]
+__all__ = ["CompactParity", "Data", "Dataset", "Forcing", "NestedSpheres", "Sine", "SineCurve", "Split", "Task",
+           "TorchvisionImages"]

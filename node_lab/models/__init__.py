@@ -1,8 +1,10 @@
 """The `model/` group. The contract is in :mod:`node_lab.models.base`."""
 
 from node_lab.models.base import ODEModel
-from node_lab.models.fields import MLPField
+from node_lab.models.fields import ConvField, GroupNormConvField, MLPField
 from node_lab.models.node import FirstOrderODE
+from node_lab.models.resnet import DiscreteResNet
 from node_lab.models.sonode import SecondOrderODE
 
-__all__ = ["FirstOrderODE", "MLPField", "ODEModel", "SecondOrderODE"]
+__all__ = ["ConvField", "DiscreteResNet", "FirstOrderODE", "GroupNormConvField", "MLPField", "ODEModel",
+           "SecondOrderODE"]
