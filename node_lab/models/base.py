@@ -140,7 +140,8 @@ class ODEModel(nn.Module):
         return self.solver.solve(self.dynamics, self.initial_state(self.encoder(x), v0), times)
 
     def forward(self, x: torch.Tensor, times: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.read(self.trajectory(x, times, v0)))
+        read = self.read(self.trajectory(x, times, v0))  # (T, B, read_dims, …)
+        return self.head(read.flatten(0, 1)).unflatten(0, read.shape[:2])  # heads see (T·B, read_dims, …)
 
     def describe(self) -> str:
         return (f"{type(self).__name__} state={self.state_dim} {self.augmentation.describe()} "

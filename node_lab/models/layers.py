@@ -38,7 +38,7 @@ class Dense(nn.Module):
 
 class ConvStem(nn.Module):
     """torchdiffeq's odenet_mnist downsampling: 3×3 conv (C → W), GN, ReLU, 4×4/2 conv, GN, ReLU,
-    4×4/2 conv (W → W + widen): 28×28 → 7×7 with W channels. ``width``: W (torchdiffeq 64);
+    4×4/2 conv (W → W + widen): 28×28 → 6×6 with W channels. ``width``: W (torchdiffeq 64);
     ``groups``: GroupNorm groups."""
 
     def __init__(self, in_shape: tuple, width: int = 64, groups: int = 32, widen: int = 0) -> None:

@@ -4,7 +4,7 @@
 field (same width as the NODE's field), on the same (augmented) state and with the same readout
 and head as the ODE models, so "NODE vs ANODE vs ResNet of the same width" differ only in the
 map from z(0) to the features. The solver is not used: NFE is 0 and the end time (STEER) is
-ignored; only end-state tasks (two time points) are accepted.
+ignored; a "trajectory" is the sequence of block outputs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from node_lab.errors import ConfigError, check_number
+from node_lab.errors import check_number
 from node_lab.models.base import ODEModel
 
 
@@ -35,11 +35,12 @@ class DiscreteResNet(ODEModel):
         return self.initial(x)
 
     def trajectory(self, x: torch.Tensor, times: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
-        if len(times) != 2:
-            raise ConfigError("model", "resnet", "a discrete ResNet has no trajectory; it needs an end-state task",
-                              fix="use model=node for trajectory datasets")
-        z0 = self.initial_state(self.encoder(x), v0)
-        z = z0
+        """The states after each block, at depth t_l = t0 + l (T - t0) / L; ``times`` picks the block
+        nearest to each requested time (two times: the input state and the output)."""
+        z = self.initial_state(self.encoder(x), v0)
+        states = [z]
         for i, block in enumerate(self.dynamics):
             z = z + block(z.new_tensor(i / len(self.dynamics)), z)
-        return torch.stack([z0, z])  # (2, B, state): the start and the output, like an ODE's end-state solve
+            states.append(z)
+        depth = (times - times[0]) / (times[-1] - times[0]) * len(self.dynamics)
+        return torch.stack(states)[depth.round().long()]  # (T, B, state)
