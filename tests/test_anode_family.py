@@ -240,3 +240,17 @@ def test_seed001_mnist_rows_run(make_cfg, tmp_path, row):
 def test_dupont_mnist_quick_runs_on_cpu(make_cfg, tmp_path, row):
     _short_run(make_cfg, tmp_path, "experiment=anode/dupont_mnist_quick", f"+row/dupont_mnist={row}",
                "train.iterations=1", "train.batch_size=8", "dataset.n_test=16", "solver.rtol=0.1", "solver.atol=0.1")
+
+
+def test_sonode_on_images_with_conv_velocity_and_velocity_only_acceleration():
+    """The SONODE-paper MNIST shape: conv initial velocity, acceleration of v only, conv field."""
+    from node_lab.models.fields import GroupNormConvField
+    from node_lab.models.layers import Conv
+
+    model = _model(SecondOrderODE, data_dim=1, output_dim=10, p=3, data_shape=(1, 8, 8), inputs="v",
+                   field=_partial(GroupNormConvField, groups=2), velocity_net=_partial(Conv, kernel_size=3),
+                   readout={"dims": "all", "head": "linear"})
+    x = torch.rand(2, 1, 8, 8)
+    z0 = model.initial_state(x, None)
+    assert z0.shape == (2, 8, 8, 8) and z0[:, 1:4].abs().sum() == 0  # zero augmented positions
+    assert model(x, torch.tensor([0.0, 1.0])).shape == (2, 2, 10)
