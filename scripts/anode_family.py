@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -54,7 +55,8 @@ def table(sweeps: list[Path]) -> str:
         report = run["config"]["report"]
         groups[report["study"], report["row"]].append(run)
     order = [(p["study"], p["row"]) for p in published]
-    keys = sorted(groups, key=lambda k: (order.index(k) if k in order else len(order), k))
+    natural = lambda text: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]  # noqa: E731
+    keys = sorted(groups, key=lambda k: (order.index(k) if k in order else len(order), natural(k[0]), natural(k[1])))
     lines = ["| study | row | seeds | ours final | ours best | published | published protocol | "
              "fwd NFE/iter | wall/run (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for key in keys:
