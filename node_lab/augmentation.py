@@ -20,6 +20,7 @@ class Augmentation:
     """Base: ``dim`` extra dims, and a module that maps x to the augmented state."""
 
     name = "base"
+    learned = False  # a learned input layer: a model encoder is widened by ``dim`` instead
 
     def __init__(self, dim: int = 0) -> None:
         check_number("dim", dim, kind=int, low=0)
@@ -84,6 +85,7 @@ class InputLayerAugmentation(Augmentation):
     """IL-ANODE (Massaroli et al. 2020): a learned linear layer maps x (d) to the d + p state."""
 
     name = "input_layer"
+    learned = True
 
     def module(self, data_dim: int) -> nn.Module:
         return _InputLayer(data_dim, self.dim)

@@ -28,6 +28,7 @@ from node_lab.datasets.base import Dataset, Task
 from node_lab.device import Device
 from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.models.base import ODEModel
+from node_lab.optim import Phases
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
@@ -211,14 +212,18 @@ def build(cfg: DictConfig) -> Built:
                           choices=list(TrainSettings.__dataclass_fields__)) from None
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
-                             solver=solver, augmentation=augmentation)
+                             solver=solver, augmentation=augmentation, data_shape=dataset.data_shape)
     check_train_mode(train.mode, dataset, model)
     for key in ("lr", "weight_decay", "momentum"):
         if key in cfg.optim:
             check_number(f"optim.{key}", cfg.optim[key], low=0, low_open=key == "lr")
     optimizer = _group(cfg, "optim")
     try:
-        optimizer(model.parameters())
+        probe = optimizer(model.parameters())
+        if isinstance(probe, Phases) and train.iterations is not None:
+            probe.check_total(train.iterations)
+    except ConfigError as err:  # optimiser phases (node_lab.optim.Phases) check their own keys
+        raise err.with_prefix("train" if err.key == "iterations" else "optim") from None
     except ValueError as err:  # torch's own range checks of the remaining keys
         raise ConfigError("optim", cfg.optim.get("_target_"), str(err).splitlines()[0]) from None
     config = OmegaConf.to_container(cfg, resolve=True)

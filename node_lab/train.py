@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from node_lab.datasets.base import Data, Split, Task
 from node_lab.errors import ConfigError
 from node_lab.models.base import ODEModel
+from node_lab.optim import optimizer_step
 from node_lab.steer import EndTimeSampler
 from node_lab.tracking import RunLogger
 
@@ -101,6 +102,16 @@ def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor) -> tuple[torc
     return loss, loss.detach()
 
 
+def _batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float, mode: str = "trajectory",
+                pair_times: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training loss and metric of one batch for ``train.mode`` (trajectory | derivatives | steps)."""
+    if mode == "trajectory":
+        pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
+        return _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
+    loss = F.mse_loss(_pointwise_prediction(model, batch, mode, pair_times), batch.y)
+    return loss, loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> dict:
     """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw)."""
@@ -153,21 +164,27 @@ def fit(
         start = time.perf_counter()
         try:
             model.solver.nfe = 0
-            if mode == "trajectory":
-                pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
-                loss, metric = _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
-            else:
-                loss = F.mse_loss(_pointwise_prediction(model, batch, mode, pair_times), batch.y)
-                metric = loss.detach()
+            phase = getattr(optimizer, "phase", None)  # optimiser phases (node_lab.optim.Phases)
+            loss, metric = _batch_loss(model, data, batch, t0, end, mode, pair_times)
             nfe_forward = model.solver.nfe
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            nfe_backward = model.solver.nfe - nfe_forward
+
+            def closure(batch=batch, end=end) -> torch.Tensor:  # for optimisers that re-evaluate (L-BFGS)
+                optimizer.zero_grad(set_to_none=True)
+                again = _batch_loss(model, data, batch, t0, end, mode, pair_times)[0]
+                again.backward()
+                return again
+
+            optimizer_step(optimizer, closure)
             row = {"iteration": it, "loss": loss.item(), f"train_{name}": metric.item(), "end_time": end,
-                   "nfe_forward": nfe_forward, "nfe_backward": model.solver.nfe - nfe_forward,
+                   "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
                    "step_time": time.perf_counter() - start}
+            if phase is not None:
+                row["phase"] = phase
             if it % eval_every == 0 or it == iterations:
                 test = evaluate(model, data, data.test, t0, t1)
                 row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})

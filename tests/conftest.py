@@ -21,7 +21,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def options(group: str) -> list[str]:
-    """The choices of a config group: its YAML files, subfolders included (experiment/physics/x)."""
+    """The choices of a config group: its YAML files, subfolders included (``anode/mnist_seed001``)."""
     return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
 
 

@@ -121,6 +121,7 @@ class Dataset:
     task: Task
     data_dim: int
     output_dim: int
+    data_shape: tuple | None = None  # per-sample shape when not (data_dim,), e.g. images (C, H, W)
     loss: str = "mse"
     has_velocity: bool = False
     has_forcing: bool = False

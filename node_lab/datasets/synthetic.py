@@ -136,3 +136,37 @@ class Sine(Dataset):
         observed = torch.arange(self.n_points) >= k if k < self.n_points else None
         test = Split(x=x0, y=y, v0=v0, velocity=velocity, times=times, observed=observed)
         return Data(task=self.task, train=train, test=test, loss="mse", output_dim=1)
+
+
+CURVES = {"sin": torch.sin, "sin_plus_x": lambda x: torch.sin(x) + x}
+
+
+class SineCurve(Dataset):
+    """A planar curve (x, f(x)) with f = sin or sin + x, fitted as one 2-D trajectory
+    z(t) = (x(t), y(t)) from z(0) = (0, 0) with t = x (the 18.337 ANODE study, §4.1: a 2-D NODE
+    cannot follow it where the curve's trajectories would have to cross).
+
+    **Arguments:** ``curve`` (sin | sin_plus_x); ``n_points`` on [0, ``x_end``]; ``noise``: std of
+    Gaussian noise on y. All points are both training and test set (a fit, not a forecast).
+    """
+
+    task = Task.trajectory
+    data_dim = 2
+    output_dim = 2
+
+    def __init__(self, curve: str = "sin", n_points: int = 100, x_end: float = 6.283185307179586,
+                 noise: float = 0.05, seed: int = 0) -> None:
+        super().__init__(seed)
+        if curve not in CURVES:
+            raise ConfigError("curve", curve, "unknown curve", choices=list(CURVES))
+        check_number("n_points", n_points, kind=int, low=2)
+        check_number("x_end", x_end, low=0, low_open=True)
+        check_number("noise", noise, low=0)
+        self.curve, self.n_points, self.x_end, self.noise = curve, n_points, x_end, noise
+
+    def load(self) -> Data:
+        times = torch.linspace(0.0, self.x_end, self.n_points)
+        y = CURVES[self.curve](times) + self.noise * torch.randn(self.n_points, generator=self.generator())
+        target = torch.stack([times, y], dim=1)[:, None, :]  # (T, 1, 2)
+        split = Split(x=torch.zeros(1, 2), y=target, times=times)
+        return Data(task=self.task, train=split, test=split, loss="mse", output_dim=2)

@@ -5,8 +5,10 @@ Every model is an :class:`ODEModel`. A subclass builds two modules and calls ``b
 - ``initial`` (used by :meth:`initial_state`): x (B, d, …) [and the data's v0] → z0;
 - ``dynamics``: (t, z) → dz/dt, the vector field the solver integrates;
 
-and the base class does the rest: the one solver call (:mod:`node_lab.solvers`), the readout
-selection (data dims lead every state; override :meth:`read` otherwise) and the head.
+and the base class does the rest: the optional ``encoder`` before the ODE, the one solver call
+(:mod:`node_lab.solvers`), the readout selection (data dims lead every state; override
+:meth:`read` otherwise) and the head. With an encoder, "data dims" are the encoder's output
+features (dims or channels); images keep their spatial dims through the whole model.
 ``forward(x, times)`` returns (T, B, out) at every time in ``times``; end-state tasks use the
 last one.
 
@@ -22,6 +24,7 @@ from torch import nn
 
 from node_lab.augmentation import Augmentation
 from node_lab.errors import ConfigError, check_choice
+from node_lab.models.layers import FlattenLinear
 from node_lab.solvers import Solver
 
 READ_DIMS = ["data", "all"]
@@ -35,8 +38,15 @@ class ODEModel(nn.Module):
     - ``data_dim``, ``output_dim``: from the dataset.
     - ``solver``: the :class:`Solver` built from ``solver/``.
     - ``augmentation``: the :class:`Augmentation` built from ``augmentation/``.
-    - ``readout``: ``{dims: data | all, head: auto | identity | linear}``. ``auto`` is identity
-      when the read dims equal the output dims, else a linear layer.
+    - ``readout``: ``{dims: data | all, head: auto | identity | linear | <partial factory>}``.
+      ``auto`` is identity when the read dims equal the output dims, else linear (on images: a
+      Linear on the flattened state). A factory (``_target_`` + ``_partial_: true``, e.g.
+      :class:`node_lab.models.layers.ConvHead`) is called with ``in_shape`` and ``out_dim``.
+    - ``encoder``: null, or a partial factory (e.g. :class:`node_lab.models.layers.Dense`) called
+      with ``in_shape`` (per-sample data shape) and ``widen``; its output is what the
+      augmentation and the ODE see. With a learned (input-layer) augmentation the encoder's last
+      layer is widened by p instead of stacking a second input layer (IL-ANODE: h0 = g(x) ∈ R^{d+p}).
+    - ``data_shape``: per-sample data shape from the dataset (null: ``(data_dim,)``).
     """
 
     def __init__(
@@ -46,6 +56,8 @@ class ODEModel(nn.Module):
         solver: Solver,
         augmentation: Augmentation,
         readout: dict | None = None,
+        encoder: Callable[..., nn.Module] | None = None,
+        data_shape: tuple | None = None,
     ) -> None:
         super().__init__()
         readout = dict(readout or {})
@@ -56,12 +68,21 @@ class ODEModel(nn.Module):
         self.read_mode = readout.get("dims", "data")
         head = readout.get("head", "auto")
         check_choice("readout.dims", self.read_mode, READ_DIMS)
-        check_choice("readout.head", head, HEADS)
-        self.data_dim = data_dim
+        if not callable(head):
+            check_choice("readout.head", head, HEADS)
+        self.input_shape = tuple(data_shape) if data_shape else (data_dim,)
+        widen = augmentation.dim if encoder is not None and augmentation.learned else 0
+        self.encoder = (self.make("encoder", encoder, in_shape=self.input_shape, widen=widen)
+                        if encoder is not None else nn.Identity())
+        with torch.no_grad():  # the encoded shape, from one zero sample
+            features = self.encoder(torch.zeros(1, *self.input_shape)).shape[1:]
+        self.encoder_widens = widen > 0
+        self.spatial = tuple(features[1:])  # (H, W) of images, () of vectors
+        self.data_dim = features[0] - widen
         self.output_dim = output_dim
         self.solver = solver
         self.augmentation = augmentation
-        self.state_dim = data_dim + augmentation.dim
+        self.state_dim = self.data_dim + augmentation.dim
         self._head_choice = head
 
     @staticmethod
@@ -72,15 +93,30 @@ class ODEModel(nn.Module):
         except ConfigError as err:
             raise err.with_prefix(key) from None
 
+    def augmenter(self) -> nn.Module:
+        """The augmentation's module on the (encoded) data; identity when the encoder already
+        widened its output by p (input-layer augmentation fused into the encoder)."""
+        return nn.Identity() if self.encoder_widens else self.augmentation.module(self.data_dim)
+
     def build_head(self) -> None:
         """Called by subclasses once ``read_dims`` is known."""
         n = self.read_dims()
-        if self._head_choice == "identity" and n != self.output_dim:
+        in_shape = (n, *self.spatial)
+        if callable(self._head_choice):
+            self.head = self.make("readout.head", self._head_choice, in_shape=in_shape, out_dim=self.output_dim)
+            self.head_kind = type(self.head).__name__
+            return
+        if self._head_choice == "identity" and in_shape != (self.output_dim,):
             raise ConfigError("readout.head", "identity",
-                              f"reads {n} dims but the dataset needs {self.output_dim} outputs",
+                              f"reads shape {in_shape} but the dataset needs {self.output_dim} outputs",
                               choices=["linear", "auto"], fix="model.readout.head=linear")
-        linear = self._head_choice == "linear" or (self._head_choice == "auto" and n != self.output_dim)
-        self.head = nn.Linear(n, self.output_dim) if linear else nn.Identity()
+        linear = self._head_choice == "linear" or (self._head_choice == "auto" and in_shape != (self.output_dim,))
+        if not linear:
+            self.head = nn.Identity()
+        elif self.spatial:
+            self.head = FlattenLinear(in_shape, self.output_dim)
+        else:
+            self.head = nn.Linear(n, self.output_dim)
         self.head_kind = "linear" if linear else "identity"
 
     # --- subclass interface ----------------------------------------------------------------
@@ -110,10 +146,11 @@ class ODEModel(nn.Module):
     # --- shared ----------------------------------------------------------------------------
     def trajectory(self, x: torch.Tensor, times: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
         """The full ODE state at ``times``: (T, B, state, …)."""
-        return self.solver.solve(self.dynamics, self.initial_state(x, v0), times)
+        return self.solver.solve(self.dynamics, self.initial_state(self.encoder(x), v0), times)
 
     def forward(self, x: torch.Tensor, times: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.read(self.trajectory(x, times, v0)))
+        read = self.read(self.trajectory(x, times, v0))  # (T, B, read_dims, …)
+        return self.head(read.flatten(0, 1)).unflatten(0, read.shape[:2])  # heads see (T·B, read_dims, …)
 
     def describe(self) -> str:
         return (f"{type(self).__name__} state={self.state_dim} {self.augmentation.describe()} "

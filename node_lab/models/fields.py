@@ -22,9 +22,12 @@ ACTIVATIONS = {
 TIME_MODES = ["none", "concat"]
 
 
-def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str) -> nn.Sequential:
-    """Linear → act → … → Linear; ``hidden`` are the widths of the hidden layers."""
+def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str,
+        output_activation: str | None = None) -> nn.Sequential:
+    """Linear → act → … → Linear [→ output_activation]; ``hidden`` are the widths of the hidden layers."""
     check_choice("activation", activation, list(ACTIVATIONS))
+    if output_activation is not None:
+        check_choice("output_activation", output_activation, list(ACTIVATIONS))
     if not all(isinstance(h, int) and h > 0 for h in hidden):
         raise ConfigError("hidden", list(hidden), "must be a list of positive integers", fix="e.g. [20,20]")
     widths = [in_dim, *hidden, out_dim]
@@ -33,6 +36,8 @@ def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str) -> nn.Seq
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
+    if output_activation is not None:
+        layers.append(ACTIVATIONS[output_activation]())
     return nn.Sequential(*layers)
 
 
@@ -40,7 +45,9 @@ class MLPField(nn.Module):
     """f(t, z) = MLP([t,] z) for states (B, in_dim) → (B, out_dim).
 
     **Arguments:** ``hidden`` widths; ``activation`` (elu | relu | tanh | softplus | silu |
-    sigmoid); ``time``: ``none`` (autonomous) or ``concat`` (t is prepended to the input).
+    sigmoid); ``time``: ``none`` (autonomous) or ``concat`` (t is prepended to the input);
+    ``output_activation``: null (linear output) or an activation on the output, e.g. ``tanh`` for
+    a bounded field (the 18.337 ANODE study's Dense(…, tanh) last layer).
     """
 
     def __init__(
@@ -50,14 +57,91 @@ class MLPField(nn.Module):
         hidden: list[int] = (20, 20),
         activation: str = "elu",
         time: str = "none",
+        output_activation: str | None = None,
     ) -> None:
         super().__init__()
         check_choice("time", time, TIME_MODES)
         check_number("in_dim", in_dim, kind=int, low=1)
         self.time = time
-        self.net = mlp(in_dim + (time == "concat"), out_dim, list(hidden), activation)
+        self.net = mlp(in_dim + (time == "concat"), out_dim, list(hidden), activation, output_activation)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if self.time == "concat":
             z = torch.cat([t.expand(z.shape[0], 1).to(z.dtype), z], dim=1)  # (B, 1 + in_dim)
         return self.net(z)
+
+
+def _time_channel(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """A constant-t channel shaped like one channel of ``z`` (B, 1, H, W)."""
+    return t.to(z.dtype).expand(z.shape[0], 1, *z.shape[2:])
+
+
+class TimeConv2d(nn.Conv2d):
+    """A Conv2d whose input gets a constant-t channel prepended when ``time`` (Dupont's
+    Conv2dTime; torchdiffeq's ConcatConv2d). Call as ``conv(t, z)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, time: bool, **kwargs) -> None:
+        super().__init__(in_channels + int(time), out_channels, kernel_size, **kwargs)
+        self.time = time
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(torch.cat([_time_channel(t, z), z], dim=1) if self.time else z)
+
+
+class ConvField(nn.Module):
+    """Dupont et al.'s ConvODEFunc on images (B, C, H, W): 1×1 conv (C → F), act, 3×3 conv (F → F,
+    pad 1), act, 1×1 conv (F → C). ``num_filters`` = F; ``time: concat`` gives every conv a
+    constant-t input channel (as in the ANODE repo), ``none`` is autonomous."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_filters: int = 64, activation: str = "relu",
+                 time: str = "concat") -> None:
+        super().__init__()
+        check_choice("time", time, TIME_MODES)
+        check_choice("activation", activation, list(ACTIVATIONS))
+        check_number("num_filters", num_filters, kind=int, low=1)
+        use_t = time == "concat"
+        self.convs = nn.ModuleList([TimeConv2d(in_dim, num_filters, 1, use_t),
+                                    TimeConv2d(num_filters, num_filters, 3, use_t, padding=1),
+                                    TimeConv2d(num_filters, out_dim, 1, use_t)])
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            z = conv(t, z)
+            if i < len(self.convs) - 1:
+                z = self.act(z)
+        return z
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with min(groups, channels) groups (torchdiffeq's ``norm``), shrunk to divide channels."""
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return nn.GroupNorm(g, channels)
+
+
+class GroupNormConvField(nn.Module):
+    """torchdiffeq's odenet_mnist ODEfunc on images: GN, ReLU, 3×3 conv (in → W), GN, ReLU,
+    3×3 conv (W → out), GN. ``width``: hidden channels W (null: out_dim); ``time: concat``
+    prepends a constant-t channel to both convs (ConcatConv2d); ``groups``: GroupNorm groups
+    (torchdiffeq: 32)."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int | None = None, time: str = "concat",
+                 groups: int = 32) -> None:
+        super().__init__()
+        check_choice("time", time, TIME_MODES)
+        check_number("width", width, kind=int, low=1, allow_none=True)
+        check_number("groups", groups, kind=int, low=1)
+        width = width or out_dim
+        use_t = time == "concat"
+        self.norm1, self.norm2, self.norm3 = group_norm(in_dim, groups), group_norm(width, groups), group_norm(
+            out_dim, groups)
+        self.conv1 = TimeConv2d(in_dim, width, 3, use_t, padding=1)
+        self.conv2 = TimeConv2d(width, out_dim, 3, use_t, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z = self.conv1(t, self.relu(self.norm1(z)))
+        z = self.conv2(t, self.relu(self.norm2(z)))
+        return self.norm3(z)

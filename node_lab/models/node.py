@@ -20,7 +20,7 @@ class FirstOrderODE(ODEModel):
 
     def __init__(self, field: Callable[..., nn.Module], **common) -> None:
         super().__init__(**common)
-        self.initial = self.augmentation.module(self.data_dim)
+        self.initial = self.augmenter()
         self.dynamics = self.make("field", field, in_dim=self.state_dim, out_dim=self.state_dim)
         self.build_head()
 

@@ -7,7 +7,10 @@ than the second-order adjoint.
 Augmentation for SONODE means extra *position* dims: the augmentation maps x (d) to the position
 (d + p) (zeros: extra zero positions; input_layer: a learned linear map), and the velocity has the
 same d + p dims. The initial velocity is ``zero``, ``given`` by the dataset (its v0, with the p
-augmented velocities zero) or ``learned`` by a small network of the (augmented) initial position.
+augmented velocities zero), ``learned`` by a small network of the (augmented) initial position,
+or ``split`` from the input itself: the (encoded) input holds [x0, v0] stacked on dim 1, e.g. a
+Dense(784 → 2n) encoder whose first n outputs are the initial position and the last n the
+initial velocity (the 18.337 ANODE study's second-order NODE).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from node_lab.errors import ConfigError, check_choice
 from node_lab.models.base import ODEModel
 from node_lab.models.fields import mlp
 
-INIT_VELOCITY = ["zero", "given", "learned"]
+INIT_VELOCITY = ["zero", "given", "learned", "split"]
 ACCEL_INPUTS = ["xv", "x", "v"]
 
 
@@ -40,10 +43,12 @@ class _SecondOrder(nn.Module):
 
 
 class _InitialVelocity(nn.Module):
-    def __init__(self, mode: str, n: int, d: int, hidden: list[int], activation: str) -> None:
+    def __init__(self, mode: str, n: int, d: int, net: dict | Callable[..., nn.Module]) -> None:
         super().__init__()
         self.mode, self.n, self.d = mode, n, d
-        self.net = mlp(n, n, hidden, activation) if mode == "learned" else None
+        self.net = None
+        if mode == "learned":
+            self.net = net(in_dim=n, out_dim=n) if callable(net) else mlp(n, n, list(net["hidden"]), net["activation"])
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         if self.mode == "learned":
@@ -52,16 +57,18 @@ class _InitialVelocity(nn.Module):
             return torch.zeros_like(x)
         if v0 is None:
             raise ConfigError("model.init_velocity", "given", "the batch carries no initial velocity")
-        pad = x.new_zeros(x.shape[0], self.n - self.d)  # augmented velocities start at 0
+        pad = x.new_zeros(x.shape[0], self.n - self.d, *x.shape[2:])  # augmented velocities start at 0
         return torch.cat([v0, pad], dim=1)
 
 
 class SecondOrderODE(ODEModel):
     """**Arguments:** ``field``: partial acceleration field, called with ``in_dim`` (2n for
     ``inputs: xv``, n for x or v only) and ``out_dim = n`` (n = d + p); ``inputs``: what the
-    acceleration sees (xv | x | v); ``init_velocity``: zero | given | learned;
-    ``velocity_net``: ``{hidden, activation}`` of the learned initial velocity; ``readout.dims``:
-    ``data`` = the first d positions, ``all`` = all d + p positions."""
+    acceleration sees (xv | x | v); ``init_velocity``: zero | given | learned | split;
+    ``velocity_net``: ``{hidden, activation}`` of the learned MLP initial velocity, or a partial
+    factory called with ``in_dim = out_dim = n`` (e.g. :class:`node_lab.models.layers.Conv` for
+    images); ``readout.dims``: ``data`` = the first d positions, ``all`` = all d + p positions.
+    With ``split`` the (encoded) input has 2d dims: [x0, v0]."""
 
     def __init__(
         self,
@@ -74,17 +81,27 @@ class SecondOrderODE(ODEModel):
         super().__init__(**common)
         check_choice("inputs", inputs, ACCEL_INPUTS)
         check_choice("init_velocity", init_velocity, INIT_VELOCITY)
-        net = {"hidden": [20, 20], "activation": "elu", **(velocity_net or {})}
+        net = velocity_net if callable(velocity_net) else {"hidden": [20, 20], "activation": "elu",
+                                                               **(velocity_net or {})}
+        if init_velocity == "split":
+            if self.data_dim % 2 or self.encoder_widens:
+                raise ConfigError("init_velocity", "split", "needs an even number of (encoded) input dims [x0, v0] "
+                                  f"and zero augmentation; got {self.data_dim}, {self.augmentation.describe()}",
+                                  choices=INIT_VELOCITY, fix="model.encoder.out_dim=<even>, augmentation=zeros")
+            self.data_dim //= 2  # the position dims; the velocity block follows them in the input
+            self.state_dim = self.data_dim + self.augmentation.dim
         n = self.state_dim
         self.init_velocity = init_velocity
-        self.initial = self.augmentation.module(self.data_dim)
+        self.initial = self.augmenter()
         self.velocity = self.make("velocity_net", _InitialVelocity, mode=init_velocity, n=n, d=self.data_dim,
-                                  hidden=list(net["hidden"]), activation=net["activation"])
+                                  net=net)
         accel = self.make("field", field, in_dim=2 * n if inputs == "xv" else n, out_dim=n)
         self.dynamics = _SecondOrder(accel, inputs)
         self.build_head()
 
     def initial_state(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+        if self.init_velocity == "split":
+            x, v0 = x.chunk(2, dim=1)  # [x0, v0] from the (encoded) input
         position = self.initial(x)  # (B, n)
         return torch.cat([position, self.velocity(position, v0)], dim=1)  # (B, 2n)
 

@@ -1,0 +1,96 @@
+"""Image classification sets read through ``torchvision.datasets`` from ``paths.data_dir``.
+
+Nothing is downloaded unless ``download: true``; without it a missing folder is a one-line
+ConfigError at build time (before any job starts). The images are converted once to a float
+tensor (N, C, H, W) in [0, 1] (Dupont et al.: ToTensor only), optionally standardised per
+channel with the training subset's mean and std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from node_lab.datasets.base import Data, Dataset, Split, Task
+from node_lab.errors import ConfigError, check_choice, check_number
+
+# name: (torchvision class, per-sample shape, the file/folder under root that shows the data is there)
+IMAGE_SETS = {
+    "mnist": ("MNIST", (1, 28, 28), "MNIST/raw/train-images-idx3-ubyte"),
+    "fashion_mnist": ("FashionMNIST", (1, 28, 28), "FashionMNIST/raw/train-images-idx3-ubyte"),
+    "cifar10": ("CIFAR10", (3, 32, 32), "cifar-10-batches-py/data_batch_1"),
+    "svhn": ("SVHN", (3, 32, 32), "train_32x32.mat"),
+}
+NORMALIZE = ["none", "standard"]
+SUBSETS = ["first", "random"]
+
+
+class TorchvisionImages(Dataset):
+    """**Arguments:** ``name`` (mnist | fashion_mnist | cifar10 | svhn); ``root`` (the folder
+    holding e.g. ``MNIST/raw``; default ``${paths.data_dir}``); ``download`` (fetch into root if
+    absent; off by default); ``n_train``/``n_test`` (null: all) taken ``first`` (the 18.337
+    study's first 1000) or ``random`` (drawn with ``seed``); ``normalize``: ``none`` ([0, 1]) or
+    ``standard`` (per-channel mean/std of the training subset)."""
+
+    task = Task.classification
+    output_dim = 10
+    loss = "cross_entropy"
+
+    def __init__(self, name: str = "mnist", root: str = "data", download: bool = False, n_train: int | None = None,
+                 n_test: int | None = None, subset: str = "first", normalize: str = "none", seed: int = 0) -> None:
+        super().__init__(seed)
+        check_choice("name", name, list(IMAGE_SETS))
+        check_choice("subset", subset, SUBSETS)
+        check_choice("normalize", normalize, NORMALIZE)
+        check_number("n_train", n_train, kind=int, low=1, allow_none=True)
+        check_number("n_test", n_test, kind=int, low=1, allow_none=True)
+        if not isinstance(download, bool):
+            raise ConfigError("download", download, "must be true or false", choices=[True, False])
+        self.name, self.root, self.download = name, Path(root).expanduser().resolve(), download
+        self.n_train, self.n_test, self.subset, self.normalize = n_train, n_test, subset, normalize
+        cls, self.data_shape, marker = IMAGE_SETS[name]
+        self.data_dim = self.data_shape[0]
+        if not download and not (self.root / marker).exists():
+            folder = marker.split("/")[0]
+            raise ConfigError("root", str(self.root), f"no {cls} data here (looked for {marker})",
+                              fix=f"point paths.data_dir (env NODE_LAB_DATA) at the folder holding {folder}, "
+                                  "or set dataset.download=true to fetch it")
+
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, IMAGE_SETS[self.name][0])
+        kwargs = {"split": "train" if train else "test"} if self.name == "svhn" else {"train": train}
+        try:
+            ds = cls(root=str(self.root), download=self.download, **kwargs)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            raise ConfigError("root", str(self.root), str(err).splitlines()[0],
+                              fix="check paths.data_dir (env NODE_LAB_DATA)") from None
+        images = torch.as_tensor(np.asarray(ds.data))
+        labels = torch.as_tensor(np.asarray(getattr(ds, "targets", getattr(ds, "labels", None))), dtype=torch.long)
+        if images.dim() == 3:  # (N, H, W) greyscale
+            images = images[:, None]
+        elif images.shape[-1] == 3:  # CIFAR: (N, H, W, C)
+            images = images.permute(0, 3, 1, 2)
+        return images.float() / 255.0, labels
+
+    def _take(self, x: torch.Tensor, y: torch.Tensor, n: int | None, g: torch.Generator) -> Split:
+        if n is not None and n < len(x):
+            index = torch.arange(n) if self.subset == "first" else torch.randperm(len(x), generator=g)[:n]
+            x, y = x[index], y[index]
+        return Split(x=x.contiguous(), y=y)
+
+    def load(self) -> Data:
+        g = self.generator()
+        train = self._take(*self._read(True), self.n_train, g)
+        test = self._take(*self._read(False), self.n_test, g)
+        if self.normalize == "standard":
+            mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
+            std = train.x.std(dim=(0, 2, 3), keepdim=True)
+            train.x, test.x = (train.x - mean) / std, (test.x - mean) / std
+        return Data(task=self.task, train=train, test=test, loss=self.loss, output_dim=self.output_dim)
+
+    def describe(self) -> str:
+        return f"{self.name}({self.n_train or 'all'}/{self.n_test or 'all'})"
