@@ -45,6 +45,7 @@ class TrainSettings:
     resume: bool = False
     resume_from: str | None = None
     figures: bool = True
+    max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
 
     def __post_init__(self) -> None:
         if (self.iterations is None) == (self.epochs is None):
@@ -55,6 +56,7 @@ class TrainSettings:
         check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
+        check_number("max_restarts", self.max_restarts, kind=int, low=0)
         for key in ("resume", "figures"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
@@ -180,6 +182,10 @@ def build(cfg: DictConfig) -> Built:
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
                              solver=solver, augmentation=augmentation)
+    if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
+        raise ConfigError("model.field.forcing_dim", model.forcing_dim(),
+                          f"{dataset.describe()} provides {getattr(dataset, 'forcing_dim', 0)} forcing channels",
+                          fix=f"model.field.forcing_dim={getattr(dataset, 'forcing_dim', 0)}")
     for key in ("lr", "weight_decay", "momentum"):
         if key in cfg.optim:
             check_number(f"optim.{key}", cfg.optim[key], low=0, low_open=key == "lr")

@@ -21,8 +21,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def options(group: str) -> list[str]:
-    """The choices of a config group: its YAML files."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The choices of a config group: its YAML files, subfolders included (experiment=sonode/x)."""
+    return sorted(str(p.relative_to(CONF / group).with_suffix("")) for p in (CONF / group).rglob("*.yaml"))
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from node_lab.models.fields import mlp
 
 INIT_VELOCITY = ["zero", "given", "learned"]
 ACCEL_INPUTS = ["xv", "x", "v"]
+OUTPUTS = ["position", "position_velocity"]
 
 
 class _SecondOrder(nn.Module):
@@ -40,10 +41,11 @@ class _SecondOrder(nn.Module):
 
 
 class _InitialVelocity(nn.Module):
-    def __init__(self, mode: str, n: int, d: int, hidden: list[int], activation: str) -> None:
+    def __init__(self, mode: str, n: int, d: int, hidden: list[int], activation: str,
+                 output_activation: str | None = None) -> None:
         super().__init__()
         self.mode, self.n, self.d = mode, n, d
-        self.net = mlp(n, n, hidden, activation) if mode == "learned" else None
+        self.net = mlp(n, n, hidden, activation, output_activation) if mode == "learned" else None
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         if self.mode == "learned":
@@ -60,8 +62,10 @@ class SecondOrderODE(ODEModel):
     """**Arguments:** ``field``: partial acceleration field, called with ``in_dim`` (2n for
     ``inputs: xv``, n for x or v only) and ``out_dim = n`` (n = d + p); ``inputs``: what the
     acceleration sees (xv | x | v); ``init_velocity``: zero | given | learned;
-    ``velocity_net``: ``{hidden, activation}`` of the learned initial velocity; ``readout.dims``:
-    ``data`` = the first d positions, ``all`` = all d + p positions."""
+    ``velocity_net``: ``{hidden, activation, output_activation}`` of the learned initial velocity
+    (``hidden: []``: one linear layer); ``readout.dims``: ``data`` = the first d positions, ``all``
+    = all d + p positions; ``output``: ``position`` (the readout above) or ``position_velocity``
+    (the d data positions then their d velocities, for data that observe both)."""
 
     def __init__(
         self,
@@ -69,17 +73,21 @@ class SecondOrderODE(ODEModel):
         inputs: str = "xv",
         init_velocity: str = "learned",
         velocity_net: dict | None = None,
+        output: str = "position",
         **common,
     ) -> None:
         super().__init__(**common)
         check_choice("inputs", inputs, ACCEL_INPUTS)
         check_choice("init_velocity", init_velocity, INIT_VELOCITY)
-        net = {"hidden": [20, 20], "activation": "elu", **(velocity_net or {})}
+        check_choice("output", output, OUTPUTS)
+        self.output = output
+        net = {"hidden": [20, 20], "activation": "elu", "output_activation": None, **(velocity_net or {})}
         n = self.state_dim
         self.init_velocity = init_velocity
         self.initial = self.augmentation.module(self.data_dim)
         self.velocity = self.make("velocity_net", _InitialVelocity, mode=init_velocity, n=n, d=self.data_dim,
-                                  hidden=list(net["hidden"]), activation=net["activation"])
+                                  hidden=list(net["hidden"]), activation=net["activation"],
+                                  output_activation=net["output_activation"])
         accel = self.make("field", field, in_dim=2 * n if inputs == "xv" else n, out_dim=n)
         self.dynamics = _SecondOrder(accel, inputs)
         self.build_head()
@@ -88,6 +96,16 @@ class SecondOrderODE(ODEModel):
         position = self.initial(x)  # (B, n)
         return torch.cat([position, self.velocity(position, v0)], dim=1)  # (B, 2n)
 
+    def read_dims(self) -> int:
+        return 2 * self.data_dim if self.output == "position_velocity" else super().read_dims()
+
+    def read(self, zs: torch.Tensor) -> torch.Tensor:
+        if self.output == "position_velocity":
+            return torch.cat([zs[:, :, : self.data_dim], self.velocity_of(zs)], dim=2)
+        return super().read(zs)
+
+    def velocity_estimate(self, zs: torch.Tensor) -> torch.Tensor:
+        return self.velocity_of(zs)
 
     def velocity_of(self, zs: torch.Tensor) -> torch.Tensor:
         """The data-dim velocities (T, B, d) of a state trajectory."""
