@@ -107,7 +107,7 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
             fit(model, data, optimizer, built.steer, t0=built.t0, t1=built.t1, iterations=iterations,
                 batch_size=built.train.batch_size, eval_every=built.train.eval_every,
                 log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
-                on_eval=lambda p: save_checkpoint(run_dir / CHECKPOINT, built, optimizer, p, generator))
+                on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g))
             if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
