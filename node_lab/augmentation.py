@@ -89,3 +89,30 @@ class InputLayerAugmentation(Augmentation):
 
     def module(self, data_dim: int) -> nn.Module:
         return _InputLayer(data_dim, self.dim)
+
+
+class _AppendLearned(nn.Module):
+    def __init__(self, data_dim: int, dim: int, hidden: list[int], activation: str) -> None:
+        super().__init__()
+        from node_lab.models.fields import mlp  # models import this module
+
+        self.net = mlp(data_dim, dim, hidden, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.net(x)], dim=1)
+
+
+class LearnedAugmentation(Augmentation):
+    """Keep x and append p dims computed from it, a = net(x) (the SONODE paper's real-world and
+    VdP ANODEs: a Linear layer, ``hidden: []``; its 2-D function "learn" ANODE: an MLP)."""
+
+    name = "learned"
+
+    def __init__(self, dim: int = 1, hidden: list[int] = (), activation: str = "elu") -> None:
+        super().__init__(dim)
+        if dim == 0:
+            raise ConfigError("dim", dim, "learned augmentation needs at least one dim", fix="augmentation.dim=1")
+        self.hidden, self.activation = list(hidden), activation
+
+    def module(self, data_dim: int) -> nn.Module:
+        return _AppendLearned(data_dim, self.dim, self.hidden, self.activation)

@@ -51,6 +51,7 @@ class TrainSettings:
     figures: bool = True
     skip_finished: bool = False
     mode: str = "trajectory"
+    max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, TRAIN_MODES)
@@ -62,6 +63,7 @@ class TrainSettings:
         check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
+        check_number("max_restarts", self.max_restarts, kind=int, low=0)
         for key in ("resume", "figures", "skip_finished"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
@@ -214,6 +216,10 @@ def build(cfg: DictConfig) -> Built:
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
                              solver=solver, augmentation=augmentation, data_shape=dataset.data_shape)
     check_train_mode(train.mode, dataset, model)
+    if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
+        raise ConfigError("model.field.forcing_dim", model.forcing_dim(),
+                          f"{dataset.describe()} provides {getattr(dataset, 'forcing_dim', 0)} forcing channels",
+                          fix=f"model.field.forcing_dim={getattr(dataset, 'forcing_dim', 0)}")
     for key in ("lr", "weight_decay", "momentum"):
         if key in cfg.optim:
             check_number(f"optim.{key}", cfg.optim[key], low=0, low_open=key == "lr")

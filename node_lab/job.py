@@ -9,6 +9,13 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
 - ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
 - physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
   ``physics`` in metrics.json, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
+- trajectory tasks with a ``rmse_window``: ``running_rmse.csv`` / ``.png``; with a known true
+  velocity and a model that offers one: ``velocity.png`` and ``interpretability_error`` in
+  ``metrics.json`` (:mod:`node_lab.metrics`).
+
+A diverged run (non-finite loss, dt underflow, the step cap) restarts from a fresh
+initialisation up to ``train.max_restarts`` times; ``metrics.json`` lists every restart with its
+seed and the reason of the failure before it.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from node_lab import metrics as traj_metrics
 from node_lab import physics, plots
 from node_lab.build import Built
 from node_lab.datasets.base import Data, Task
 from node_lab.errors import ConfigError
-from node_lab.train import Progress, evaluate, fit, metric_name, training_split
+from node_lab.train import Progress, evaluate, fit, is_divergence, metric_name, training_split
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ def _load_data(built: Built) -> Data:
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
+    built.model.set_forcing(data.forcing)
     n = len(training_split(data, built.train.mode)[0])
     if built.train.batch_size is not None and built.train.batch_size > n:
         raise ConfigError("train.batch_size", built.train.batch_size,
@@ -108,14 +117,26 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
              model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
              torch.get_num_threads(), n_params(model), iterations)
     built.logger.start(run_dir, built.config, group, name)
-    failed, metrics = True, {}
+    failed, metrics, restarts = True, {}, []
     try:
-        fit(model, data, optimizer, built.steer, t0=built.t0, t1=built.t1, iterations=iterations,
-            batch_size=built.train.batch_size, eval_every=built.train.eval_every,
-            log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
-            on_eval=lambda p: save_checkpoint(run_dir / CHECKPOINT, built, optimizer, p, generator),
-            mode=built.train.mode)
+        while True:
+            fit(model, data, optimizer, built.steer, t0=built.t0, t1=built.t1, iterations=iterations,
+                batch_size=built.train.batch_size, eval_every=built.train.eval_every,
+                log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
+                on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g),
+                mode=built.train.mode)
+            if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
+                break
+            seed = built.seed + 1000 * (len(restarts) + 1)
+            restarts.append({"seed": seed, "after": progress.reason})
+            log.warning("restart %d/%d from a fresh initialisation, seed %d (%s)", len(restarts),
+                        built.train.max_restarts, seed, progress.reason)
+            reinitialise(model, seed)
+            optimizer = built.optimizer(model.parameters())
+            generator = torch.Generator().manual_seed(seed)
+            progress = Progress()
         metrics = summarise(built, data, model, progress, time.perf_counter() - started, run_dir)
+        metrics["restarts"] = restarts
         save_checkpoint(run_dir / CHECKPOINT, built, optimizer, progress, generator)
         write_history(run_dir / "history.csv", progress.history)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -135,6 +156,14 @@ def write_failure(run_dir: Path, err: BaseException) -> None:
     (run_dir / "failure.json").write_text(json.dumps({"status": "failed", "reason": reason}, indent=2) + "\n")
 
 
+def reinitialise(model: torch.nn.Module, seed: int) -> None:
+    """Fresh default initialisation of every layer, drawn from ``seed``."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -143,9 +172,18 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
     name = metric_name(data)
     final = {}
     if progress.status == "completed":
-        for split_name, split in (("train", data.train), ("test", data.test)):
-            result = evaluate(model, data, split, built.t0, built.t1)
-            final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+        try:
+            for split_name, split in (("train", data.train), ("test", data.test)):
+                result = evaluate(model, data, split, built.t0, built.t1)
+                final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+            if data.task == Task.trajectory:
+                error = traj_metrics.interpretability_error(model, data.test)
+                if error is not None:
+                    final["interpretability_error"] = error
+        except (AssertionError, RuntimeError, FloatingPointError) as err:
+            if not is_divergence(err):
+                raise
+            progress.status, progress.reason = "diverged", f"final evaluation: {str(err).splitlines()[0]}"
     extra = {}
     if progress.status == "completed" and data.energy is not None:
         extra["physics"] = _physics(model, data)
@@ -191,6 +229,10 @@ def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: P
     """loss.png and predictions.png (decision regions, end-state trajectories or the series fit)."""
     model.eval()
     figures = {"loss": plots.loss_curve(progress.history, metric_name(data), run_dir / "loss.png")}
+    try:
+        figures.update(trajectory_figures(data, model, run_dir, getattr(built.dataset, "rmse_window", None)))
+    except (AssertionError, RuntimeError, FloatingPointError) as err:
+        log.warning("trajectory figures skipped: %s", str(err).splitlines()[0])
     out = run_dir / "predictions.png"
     test = data.test
     as_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
@@ -226,6 +268,29 @@ def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: P
     return figures
 
 
+def trajectory_figures(data: Data, model, run_dir: Path, window: int | None) -> dict[str, Path]:
+    """running_rmse.csv/.png (datasets with a ``rmse_window``) and velocity.png (learned vs
+    true velocity, when the model offers one)."""
+    test, figures = data.test, {}
+    if data.task != Task.trajectory:
+        return figures
+    as_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    times = as_np(test.times)
+    split_t = float(data.train.times[-1])
+    if window:
+        pred = as_np(model(test.x, test.times, test.v0))
+        rmse = traj_metrics.running_rmse(pred, as_np(test.y), window)
+        traj_metrics.write_running_rmse(run_dir / "running_rmse.csv", times, rmse, window)
+        figures["running_rmse"] = plots.series(times[len(times) - len(rmse):], rmse, run_dir / "running_rmse.png",
+                                               ylabel=f"running RMSE (window {window})", split_t=split_t)
+    if test.velocity is not None:
+        estimate = model.velocity_estimate(model.trajectory(test.x, test.times, test.v0))
+        if estimate is not None:
+            figures["velocity"] = plots.velocity_comparison(times, as_np(estimate), as_np(test.velocity),
+                                                            run_dir / "velocity.png")
+    return figures
+
+
 def summary_text(metrics: dict) -> str:
     name = metrics["metric"]
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
@@ -240,6 +305,10 @@ def summary_text(metrics: dict) -> str:
         f"{metrics['iterations']} iterations",
         f"parameters  {metrics['params']}",
         *_physics_lines(metrics.get("physics"), fmt),
+        *([f"interpret.  velocity MSE {fmt(final['interpretability_error'])}"]
+          if "interpretability_error" in final else []),
+        *([f"restarts    {len(metrics['restarts'])} (seeds {[r['seed'] for r in metrics['restarts']]})"]
+          if metrics.get("restarts") else []),
         f"run dir     {metrics['run_dir']}",
     ]
     return "\n".join(lines)

@@ -118,3 +118,29 @@ def energy_curves(times: np.ndarray, e_true: np.ndarray, e_pred: np.ndarray, pat
     ax.set_ylabel("true energy E")
     ax.set_title("energy vs time, held-out initial conditions")
     return _save(fig, path)
+
+
+def series(times: np.ndarray, values: np.ndarray, path: Path, *, ylabel: str, split_t: float | None = None) -> Path:
+    """One curve over time (e.g. the running RMSE), with the train | test boundary."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(times, values, lw=1)
+    if split_t is not None:
+        ax.axvline(split_t, color="k", ls="--", lw=0.8, label="train | test")
+        ax.legend()
+    ax.set_xlabel("t")
+    ax.set_ylabel(ylabel)
+    return _save(fig, path)
+
+
+def velocity_comparison(times: np.ndarray, estimate: np.ndarray, true: np.ndarray, path: Path) -> Path:
+    """The model's velocity (SONODE) or augmented state (ANODE), solid, against the true
+    velocity, dashed, per data dim (first trajectory of the batch)."""
+    d = true.shape[2]
+    fig, axes = plt.subplots(1, d, figsize=(4.5 * d, 3.5), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.plot(times, estimate[:, 0, i], lw=1.2, label="model")
+        ax.plot(times, true[:, 0, i], "k--", lw=1, label="true velocity")
+        ax.set_xlabel("t")
+        ax.set_title(f"dim {i + 1}")
+        ax.legend()
+    return _save(fig, path)

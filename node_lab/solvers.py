@@ -21,13 +21,15 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
 from node_lab.errors import ConfigError, check_number
+from node_lab.grid import GRID_METHODS, GridIntegrator
 
 # scipy_solver has no autograd: it cannot train a model, so it is not offered.
 SYMPLECTIC = ["leapfrog", "symplectic_euler"]
-METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC
+# grid_* (node_lab.grid): fixed-step RK methods stepping on the requested time grid.
+METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC + GRID_METHODS
 FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
                                           "explicit_adams", "implicit_adams", "fixed_adams", *SYMPLECTIC)]
-ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID]
+ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID and m not in GRID_METHODS]
 
 
 class _Counted(nn.Module):
@@ -92,6 +94,9 @@ class Solver:
     - ``adjoint``: gradients by the adjoint method instead of backprop through the solver.
     - ``adjoint_seminorm``: Kidger et al.'s seminorm for the adjoint's step control.
     - ``t0``, ``t1``: integration interval of end-state tasks (``null``: the task's own, [0, 1]).
+    - ``substeps``, ``compile_chunk``: ``grid_*`` methods only (:mod:`node_lab.grid`): equal steps
+      per interval of the output grid, and K grid intervals per ``torch.compile``-d chunk (null:
+      eager). The adjoint is not offered for them (backprop through the steps).
     """
 
     def __init__(
@@ -105,6 +110,8 @@ class Solver:
         adjoint_seminorm: bool = True,
         t0: float | None = None,
         t1: float | None = None,
+        substeps: int = 1,
+        compile_chunk: int | None = None,
     ) -> None:
         if method not in METHODS:
             raise ConfigError("method", method, "not a torchdiffeq method", choices=METHODS,
@@ -112,7 +119,20 @@ class Solver:
         check_number("rtol", rtol, low=0, low_open=True)
         check_number("atol", atol, low=0, low_open=True)
         check_number("max_num_steps", max_num_steps, kind=int, low=1)
-        if method in FIXED_GRID:
+        check_number("substeps", substeps, kind=int, low=1)
+        check_number("compile_chunk", compile_chunk, kind=int, low=1, allow_none=True)
+        if method in GRID_METHODS:
+            if step_size is not None:
+                raise ConfigError("step_size", step_size, f"{method} steps on the output grid; set substeps instead",
+                                  fix="solver.step_size=null solver.substeps=<steps per grid interval>")
+            if adjoint is True:
+                raise ConfigError("adjoint", adjoint, f"{method} trains by backprop through its steps",
+                                  choices=[False], fix="solver.adjoint=false")
+        elif compile_chunk is not None or substeps != 1:
+            raise ConfigError("compile_chunk" if compile_chunk is not None else "substeps",
+                              compile_chunk if compile_chunk is not None else substeps,
+                              "only the grid_* methods take it", choices=GRID_METHODS)
+        elif method in FIXED_GRID:
             if step_size is None:
                 raise ConfigError("step_size", None, f"{method} is a fixed-grid method and needs a step",
                                   fix="e.g. solver.step_size=0.05")
@@ -137,6 +157,7 @@ class Solver:
         self.adjoint = adjoint
         self.adjoint_seminorm = adjoint_seminorm
         self.t0, self.t1 = t0, t1
+        self.grid = GridIntegrator(method[len("grid_"):], substeps, compile_chunk) if method in GRID_METHODS else None
         self.nfe = 0
 
     @property
@@ -150,6 +171,10 @@ class Solver:
 
     def solve(self, func: nn.Module, z0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Integrate from ``z0`` (B, …) at ``times[0]``; returns the states at ``times`` (T, B, …)."""
+        if self.grid is not None:  # counted arithmetically: a wrapper would defeat the compiled chunks
+            zs, nfe = self.grid.solve(func, z0, times)
+            self.nfe += nfe
+            return zs
         counted = _Counted(func, self)
         if self.method in SYMPLECTIC:
             return symplectic_odeint(counted, z0, times, self.method, step_size=self.step_size)
@@ -169,6 +194,9 @@ class Solver:
         return symplectic_odeint(_Counted(func, self), z0, times, method, substeps=substeps)
 
     def describe(self) -> str:
+        if self.grid is not None:
+            chunk = f" compiled x{self.grid.compile_chunk}" if self.grid.compile_chunk else ""
+            return f"{self.method} substeps={self.grid.substeps}{chunk}"
         if self.adaptive:
             text = f"{self.method} rtol={self.rtol:g} atol={self.atol:g}"
         else:

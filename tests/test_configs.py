@@ -88,7 +88,8 @@ def test_every_solver_yaml_names_its_method(make_cfg, option):
 def test_dataset_contract(make_cfg, option):
     images = option in ("mnist", "cifar10", "svhn")  # a conv model, and small subsets
     extra = ["model=conv_node", "model.field.num_filters=4", "dataset.n_train=32", "dataset.n_test=8"] if images else []
-    built = _build_or_expected_error(make_cfg(f"dataset={option}", *extra))
+    # a fixed-step solver: an untrained field over a 5000-sample record may be too stiff for dopri5
+    built = _build_or_expected_error(make_cfg(f"dataset={option}", "solver=grid_rk4", *extra))
     if built is None:
         return
     data = built.dataset.load()

@@ -152,6 +152,21 @@ class ODEModel(nn.Module):
         read = self.read(self.trajectory(x, times, v0))  # (T, B, read_dims, …)
         return self.head(read.flatten(0, 1)).unflatten(0, read.shape[:2])  # heads see (T·B, read_dims, …)
 
+    def forcing_dim(self) -> int:
+        """Forcing channels u(t) the vector field reads (0: none); see :class:`FeatureField`."""
+        return max((getattr(m, "forcing_dim", 0) for m in self.modules() if m is not self), default=0)
+
+    def set_forcing(self, forcing) -> None:
+        """Hand the dataset's :class:`~node_lab.datasets.base.Forcing` to the fields that read it."""
+        for m in self.modules():
+            if m is not self and getattr(m, "forcing_dim", 0):
+                m.forcing = forcing
+
+    def velocity_estimate(self, zs: torch.Tensor) -> torch.Tensor | None:
+        """What the model offers as the data's velocity along a state trajectory (T, B, d), for
+        the interpretability error; None when it has no such coordinate."""
+        return None
+
     def describe(self) -> str:
         return (f"{type(self).__name__} state={self.state_dim} {self.augmentation.describe()} "
                 f"readout={self.read_mode}->{self.head_kind}")

@@ -18,13 +18,17 @@ ACTIVATIONS = {
     "softplus": nn.Softplus,
     "silu": nn.SiLU,
     "sigmoid": nn.Sigmoid,
+    "hardtanh": nn.Hardtanh,                      # clip to ±1
+    "hardtanh5": lambda: nn.Hardtanh(-5.0, 5.0),  # the SONODE paper's initial-velocity clips
+    "hardtanh10": lambda: nn.Hardtanh(-10.0, 10.0),
 }
 TIME_MODES = ["none", "concat"]
 
 
 def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str,
         output_activation: str | None = None) -> nn.Sequential:
-    """Linear → act → … → Linear [→ output_activation]; ``hidden`` are the widths of the hidden layers."""
+    """Linear → act → … → Linear [→ output_activation]; ``hidden`` are the hidden widths (empty:
+    one linear layer)."""
     check_choice("activation", activation, list(ACTIVATIONS))
     if output_activation is not None:
         check_choice("output_activation", output_activation, list(ACTIVATIONS))
@@ -145,3 +149,60 @@ class GroupNormConvField(nn.Module):
         z = self.conv1(t, self.relu(self.norm1(z)))
         z = self.conv2(t, self.relu(self.norm2(z)))
         return self.norm3(z)
+
+
+class FeatureField(nn.Module):
+    """f(t, s) = net(φ(t, s)) with a fixed feature map φ = [s, scale·s[dims]^power, …, u(t)].
+
+    ``s`` is what the model passes (the state; for SONODE [x, v]). ``powers``: extra features,
+    each ``{dims: [i, …], power: p, scale: c}`` → c·s[:, dims]^p. ``forcing_dim``: how many
+    forcing channels u(t) (the dataset's sampled input, linearly interpolated) are appended; the
+    model hands the dataset's forcing over with :meth:`ODEModel.set_forcing`. ``hidden: []``
+    makes the net one linear layer (a linear model in the features), e.g. the SONODE paper's
+    silverbox acceleration Linear([x, 0.01x³, v, u(t)]). ``time: concat`` appends t as well.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        powers: list[dict] = (),
+        forcing_dim: int = 0,
+        hidden: list[int] = (),
+        activation: str = "elu",
+        output_activation: str | None = None,
+        time: str = "none",
+    ) -> None:
+        super().__init__()
+        check_number("forcing_dim", forcing_dim, kind=int, low=0)
+        check_choice("time", time, TIME_MODES)
+        self.time = time
+        self.powers = []
+        for i, term in enumerate(powers):
+            term = dict(term)
+            unknown = set(term) - {"dims", "power", "scale"}
+            if unknown or "dims" not in term:
+                raise ConfigError(f"powers[{i}]", term, "each term is {dims: [...], power: p, scale: c}",
+                                  fix="e.g. model.field.powers=[{dims:[0],power:3,scale:0.01}]")
+            dims = list(term["dims"])
+            if not dims or not all(isinstance(d, int) and 0 <= d < in_dim for d in dims):
+                raise ConfigError(f"powers[{i}].dims", dims, f"must be indices of the {in_dim} input dims")
+            self.powers.append((dims, float(term.get("power", 1)), float(term.get("scale", 1.0))))
+        self.forcing_dim = forcing_dim
+        self.forcing = None  # set by ODEModel.set_forcing once the data are loaded
+        n_features = in_dim + sum(len(d) for d, _, _ in self.powers) + forcing_dim + (time == "concat")
+        self.net = mlp(n_features, out_dim, list(hidden), activation, output_activation)
+
+    def forward(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        features = [s]
+        for dims, power, scale in self.powers:
+            part = s[:, dims[0] : dims[0] + 1] if len(dims) == 1 else s[:, dims]
+            features.append(scale * part**power)
+        if self.forcing_dim:
+            if self.forcing is None:
+                raise ConfigError("field.forcing_dim", self.forcing_dim, "the dataset provides no forcing input",
+                                  fix="model.field.forcing_dim=0, or a dataset with a forcing signal")
+            features.append(self.forcing(t).to(s.dtype).expand(s.shape[0], self.forcing_dim))
+        if self.time == "concat":
+            features.append(t.to(s.dtype).expand(s.shape[0], 1))
+        return self.net(torch.cat(features, dim=1) if len(features) > 1 else s)

@@ -26,6 +26,7 @@ from node_lab.models.fields import mlp
 
 INIT_VELOCITY = ["zero", "given", "learned", "split"]
 ACCEL_INPUTS = ["xv", "x", "v"]
+OUTPUTS = ["position", "position_velocity"]
 
 
 class _SecondOrder(nn.Module):
@@ -48,7 +49,8 @@ class _InitialVelocity(nn.Module):
         self.mode, self.n, self.d = mode, n, d
         self.net = None
         if mode == "learned":
-            self.net = net(in_dim=n, out_dim=n) if callable(net) else mlp(n, n, list(net["hidden"]), net["activation"])
+            self.net = net(in_dim=n, out_dim=n) if callable(net) else mlp(
+                n, n, list(net["hidden"]), net["activation"], net.get("output_activation"))
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         if self.mode == "learned":
@@ -65,10 +67,12 @@ class SecondOrderODE(ODEModel):
     """**Arguments:** ``field``: partial acceleration field, called with ``in_dim`` (2n for
     ``inputs: xv``, n for x or v only) and ``out_dim = n`` (n = d + p); ``inputs``: what the
     acceleration sees (xv | x | v); ``init_velocity``: zero | given | learned | split;
-    ``velocity_net``: ``{hidden, activation}`` of the learned MLP initial velocity, or a partial
-    factory called with ``in_dim = out_dim = n`` (e.g. :class:`node_lab.models.layers.Conv` for
-    images); ``readout.dims``: ``data`` = the first d positions, ``all`` = all d + p positions.
-    With ``split`` the (encoded) input has 2d dims: [x0, v0]."""
+    ``velocity_net``: ``{hidden, activation, output_activation}`` of the learned MLP initial
+    velocity (``hidden: []``: one linear layer), or a partial factory called with
+    ``in_dim = out_dim = n`` (e.g. :class:`node_lab.models.layers.Conv` for images);
+    ``readout.dims``: ``data`` = the first d positions, ``all`` = all d + p positions; ``output``:
+    ``position`` (the readout above) or ``position_velocity`` (the d data positions then their d
+    velocities, for data that observe both). With ``split`` the (encoded) input has 2d dims: [x0, v0]."""
 
     def __init__(
         self,
@@ -76,13 +80,16 @@ class SecondOrderODE(ODEModel):
         inputs: str = "xv",
         init_velocity: str = "learned",
         velocity_net: dict | None = None,
+        output: str = "position",
         **common,
     ) -> None:
         super().__init__(**common)
         check_choice("inputs", inputs, ACCEL_INPUTS)
         check_choice("init_velocity", init_velocity, INIT_VELOCITY)
+        check_choice("output", output, OUTPUTS)
+        self.output = output
         net = velocity_net if callable(velocity_net) else {"hidden": [20, 20], "activation": "elu",
-                                                               **(velocity_net or {})}
+                                                           "output_activation": None, **(velocity_net or {})}
         if init_velocity == "split":
             if self.data_dim % 2 or self.encoder_widens:
                 raise ConfigError("init_velocity", "split", "needs an even number of (encoded) input dims [x0, v0] "
@@ -105,6 +112,16 @@ class SecondOrderODE(ODEModel):
         position = self.initial(x)  # (B, n)
         return torch.cat([position, self.velocity(position, v0)], dim=1)  # (B, 2n)
 
+    def read_dims(self) -> int:
+        return 2 * self.data_dim if self.output == "position_velocity" else super().read_dims()
+
+    def read(self, zs: torch.Tensor) -> torch.Tensor:
+        if self.output == "position_velocity":
+            return torch.cat([zs[:, :, : self.data_dim], self.velocity_of(zs)], dim=2)
+        return super().read(zs)
+
+    def velocity_estimate(self, zs: torch.Tensor) -> torch.Tensor:
+        return self.velocity_of(zs)
 
     def state_is_data(self) -> bool:
         return False  # the state [x, v] has a velocity the data do not carry
