@@ -297,7 +297,7 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment" / "physics").glob("*.yaml"
 def test_physics_presets_run_a_few_iterations(make_cfg, tmp_path, preset):
     cfg = make_cfg(f"experiment=physics/{preset}", "train.iterations=2", "train.eval_every=2",
                    "dataset.n_train=4", "dataset.n_test=2", "dataset.test_t_end=1.0", "train.batch_size=null",
-                   "train.figures=false", "solver.rtol=1e-5", "solver.atol=1e-5")
+                   "train.figures=false", "solver=rk4", "solver.step_size=0.1")  # an untrained LNN can be stiff
     assert cfg.report.study.startswith("physics/") and cfg.report.row
     metrics = _run(cfg, tmp_path)
     assert metrics["status"] == "completed" and "energy_drift" in metrics["physics"]
