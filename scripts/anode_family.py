@@ -1,10 +1,9 @@
-"""Tables and figures of the ANODE-family studies from sweep directories.
+"""Study figures of the ANODE-family sweeps (loss and accuracy curves per row, predictions per p).
 
-    python scripts/anode_family.py table <sweep dir>...     # ours (mean ± std) beside published
     python scripts/anode_family.py figures <sweep dir>      # study figures into <sweep dir>/figures
 
-Runs are grouped by their ``report.study`` / ``report.row`` labels; published numbers come from
-node_lab/published/anode_family.yaml.
+The results table (ours, mean ± std, beside the published numbers of
+node_lab/published/anode_family.yaml) is `node-lab report <sweep dir>`.
 """
 
 from __future__ import annotations
@@ -12,20 +11,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-PUBLISHED = Path(__file__).resolve().parents[1] / "node_lab" / "published" / "anode_family.yaml"
 
 
 def load_runs(sweeps: list[Path]) -> list[dict]:
@@ -39,42 +33,6 @@ def load_runs(sweeps: list[Path]) -> list[dict]:
             runs.append({"dir": run, "config": config, "metrics": json.loads(metrics_file.read_text()),
                          "history": history})
     return runs
-
-
-def _mean_std(values: list[float], fmt: str = ".1f") -> str:
-    if not values:
-        return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):{fmt}} ± {std:{fmt}}"
-
-
-def table(sweeps: list[Path]) -> str:
-    published = yaml.safe_load(PUBLISHED.read_text())
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in load_runs(sweeps):
-        report = run["config"]["report"]
-        groups[report["study"], report["row"]].append(run)
-    order = [(p["study"], p["row"]) for p in published]
-    natural = lambda text: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]  # noqa: E731
-    keys = sorted(groups, key=lambda k: (order.index(k) if k in order else len(order), natural(k[0]), natural(k[1])))
-    lines = ["| study | row | seeds | ours final | ours best | published | published protocol | "
-             "fwd NFE/iter | wall/run (s) |", "|---|---|---|---|---|---|---|---|---|"]
-    for key in keys:
-        runs = groups[key]
-        done = [r for r in runs if r["metrics"]["status"] == "completed"]
-        metric = runs[0]["metrics"]["metric"]
-        scale = 100.0 if metric == "accuracy" else 1.0
-        final = [scale * r["metrics"]["final"][f"test_{metric}"] for r in done]
-        best = [scale * r["metrics"]["best"][f"test_{metric}"] for r in done if r["metrics"]["best"][f"test_{metric}"]
-                is not None]
-        pub = next((p for p in published if (p["study"], p["row"]) == key), None)
-        nfe = statistics.mean(r["metrics"]["nfe_forward"]["mean"] for r in runs)
-        wall = statistics.mean(r["metrics"]["wall_time"] for r in runs)
-        seeds = f"{len(done)}/{len(runs)}"
-        fmt = ".1f" if metric == "accuracy" else ".3g"
-        lines.append(f"| {key[0]} | {key[1]} | {seeds} | {_mean_std(final, fmt)} | {_mean_std(best, fmt)} | "
-                     f"{pub['value'] if pub else '—'} | {pub['protocol'] if pub else ''} | {nfe:.1f} | {wall:.1f} |")
-    return "\n".join(lines)
 
 
 def _rebuild(run: dict):
@@ -173,15 +131,12 @@ def _save(fig, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["table", "figures"])
+    parser.add_argument("command", choices=["figures"])
     parser.add_argument("sweeps", nargs="+", type=Path)
     args = parser.parse_args()
-    if args.command == "table":
-        print(table(args.sweeps))
-    else:
-        for sweep in args.sweeps:
-            for path in figures(sweep):
-                print(path)
+    for sweep in args.sweeps:
+        for path in figures(sweep):
+            print(path)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,20 @@ def test_published_numbers_beside_ours(tmp_path):
     assert "82 ± 2.8%" in line and "77.0%" in line and "+5" in line and "single run" in line
 
 
+def test_published_rows_in_prose_form(tmp_path):
+    """Rows written as the suites write them: "final test accuracy", "77.0 %", protocol notes."""
+    for n, (seed, acc) in enumerate([(0, 0.80), (1, 0.84)]):
+        _fake_run(tmp_path / "runs" / str(n), seed, 10, acc, row="ANODE p=10")
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "toy.yaml").write_text(yaml.safe_dump([{"study": "toy/study", "row": "ANODE p=10",
+                                                           "metric": "final test accuracy", "value": "77.0 %",
+                                                           "protocol": "single unseeded run"}]))
+    text = summarise(tmp_path / "runs", published_dir=published)["markdown"].read_text()
+    line = next(li for li in text.splitlines() if li.startswith("| ANODE p=10 | final test accuracy"))
+    assert "82 ± 2.8%" in line and "77.0%" in line and "single unseeded run" in line
+
+
 def test_skip_finished_reuses_a_completed_run(make_cfg, tmp_path):
     first = job.run(build(make_cfg("train.iterations=2", "train.figures=false")), tmp_path, group="t", name="a")
     again = job.run(build(make_cfg("train.iterations=2", "train.figures=false", "train.skip_finished=true")),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node_lab.report.published import load_published, metric_path, scale
+from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
 
 COLUMNS = {  # label → metrics.json path ({m} = the run's metric name)
@@ -177,7 +177,8 @@ def compare_published(rows: list[Row], published: list[dict]) -> list[str]:
     lines = []
     for r in rows:
         for p in published_for(r, published):
-            mean, std = mean_std(r.values(metric_path(p["metric"])))
+            values = next((v for path in metric_paths(p["metric"]) if (v := r.values(path))), [])
+            mean, std = mean_std(values)
             k = scale(p)
             ours = None if mean is None else (mean * k, (std or 0.0) * k)
             diff = "–" if ours is None else f"{ours[0] - float(p['value']):+.4g}"
