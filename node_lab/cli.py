@@ -201,7 +201,12 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
         key = first.split("'")[1]
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "?")
         parent, _, leaf = key.rpartition(".")
-        valid = _keys_of(parent, [o for o in overrides if o.split("=", 1)[0] != key])
+        others = [o for o in overrides if o.split("=", 1)[0] != key]
+        valid = _keys_of(parent, others)
+        while parent and not valid:  # name the first segment that does not exist (model.fild.hidden → fild)
+            parent, _, leaf = parent.rpartition(".")
+            valid = _keys_of(parent, others)
+        key = f"{parent}.{leaf}" if parent else leaf
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
         return ConfigError(key, value, f"unknown key in '{parent or 'config'}'", choices=valid,

@@ -54,31 +54,20 @@ def test_summary_from_fixture_run_dirs(tmp_path):
     assert len((sweep / "jobs.csv").read_text().strip().splitlines()) == 1 + 6
 
 
-def test_published_numbers_beside_ours(tmp_path):
+@pytest.mark.parametrize("row", [
+    {"metric": "test_accuracy", "value": 77.0, "unit": "%", "source": "Table 1", "notes": "single run"},
+    # as the suites write them: prose metric, value with its unit, protocol notes
+    {"metric": "final test accuracy", "value": "77.0 %", "protocol": "single run"},
+], ids=["structured", "prose"])
+def test_published_numbers_beside_ours(tmp_path, row):
     for n, (seed, acc) in enumerate([(0, 0.80), (1, 0.84)]):
         _fake_run(tmp_path / "runs" / str(n), seed, 10, acc, row="ANODE p=10")
     published = tmp_path / "published"
     published.mkdir()
-    (published / "toy.yaml").write_text(yaml.safe_dump([{"study": "toy/study", "row": "ANODE p=10",
-                                                           "metric": "test_accuracy", "value": 77.0, "unit": "%",
-                                                           "source": "Table 1", "notes": "single run"}]))
+    (published / "toy.yaml").write_text(yaml.safe_dump([{"study": "toy/study", "row": "ANODE p=10", **row}]))
     text = summarise(tmp_path / "runs", published_dir=published)["markdown"].read_text()
-    line = next(li for li in text.splitlines() if li.startswith("| ANODE p=10 | test_accuracy"))
+    line = next(li for li in text.splitlines() if li.startswith(f"| ANODE p=10 | {row['metric']}"))
     assert "82 ± 2.8%" in line and "77.0%" in line and "+5" in line and "single run" in line
-
-
-def test_published_rows_in_prose_form(tmp_path):
-    """Rows written as the suites write them: "final test accuracy", "77.0 %", protocol notes."""
-    for n, (seed, acc) in enumerate([(0, 0.80), (1, 0.84)]):
-        _fake_run(tmp_path / "runs" / str(n), seed, 10, acc, row="ANODE p=10")
-    published = tmp_path / "published"
-    published.mkdir()
-    (published / "toy.yaml").write_text(yaml.safe_dump([{"study": "toy/study", "row": "ANODE p=10",
-                                                           "metric": "final test accuracy", "value": "77.0 %",
-                                                           "protocol": "single unseeded run"}]))
-    text = summarise(tmp_path / "runs", published_dir=published)["markdown"].read_text()
-    line = next(li for li in text.splitlines() if li.startswith("| ANODE p=10 | final test accuracy"))
-    assert "82 ± 2.8%" in line and "77.0%" in line and "single unseeded run" in line
 
 
 def test_skip_finished_reuses_a_completed_run(make_cfg, tmp_path):
