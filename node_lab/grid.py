@@ -11,7 +11,7 @@ The loop is plain torch: per step, ``stages`` field calls plus a few fused ``tor
 alpha=...)`` updates, no host syncs. ``compile_chunk: K`` additionally runs K consecutive steps
 as one ``torch.compile``-d function (one fused forward and one fused backward kernel per chunk
 instead of dozens of tiny ops per step): the same arithmetic, much less per-op overhead, after a
-one-off compile per (field, K, shape). The last, shorter chunk (if any) runs eagerly.
+one-off compile per (method, field structure, K, shape) and process. The last, shorter chunk (if any) runs eagerly.
 """
 
 from __future__ import annotations
@@ -58,6 +58,37 @@ def _steps(times: torch.Tensor, substeps: int) -> tuple[list[torch.Tensor], list
     return list(start_t), sizes
 
 
+def _chunk(func: nn.Module, z: torch.Tensor, t0: torch.Tensor, hs: torch.Tensor, tableau: tuple,
+           substeps: int) -> torch.Tensor:
+    """``len(hs)`` steps from (t0, z); the states at every ``substeps``-th step, stacked."""
+    outs = []
+    t = t0
+    for j in range(hs.shape[0]):
+        h = hs[j]
+        z = rk_step(func, tableau, t, h, z)
+        t = t + h
+        if (j + 1) % substeps == 0:
+            outs.append(z)
+    return torch.stack(outs)
+
+
+_COMPILED: dict[tuple, object] = {}
+
+
+def _compiled_chunk(tableau: tuple, substeps: int):
+    """One ``torch.compile``-d chunk per (tableau, substeps) and process. The field is an *argument*
+    (its parameters become graph inputs), so a new model of the same structure — the next job of a
+    sweep, a restart — reuses the compiled kernels instead of recompiling (and a sweep never hits
+    dynamo's recompile limit)."""
+    key = (repr(tableau), substeps)
+    if key not in _COMPILED:
+        def chunk(func, z, t0, hs):
+            return _chunk(func, z, t0, hs, tableau, substeps)
+
+        _COMPILED[key] = torch.compile(chunk, dynamic=False, fullgraph=True)
+    return _COMPILED[key]
+
+
 class GridIntegrator:
     """Integrates ``func`` on ``times`` with ``method`` (a key of :data:`TABLEAUS`)."""
 
@@ -66,26 +97,6 @@ class GridIntegrator:
         self.stages = len(self.tableau[0])
         self.substeps = substeps
         self.compile_chunk = compile_chunk
-        self._compiled: dict[int, object] = {}
-
-    def _chunk_fn(self, func: nn.Module):
-        key = id(func)
-        if key not in self._compiled:
-            tableau, substeps = self.tableau, self.substeps
-
-            def chunk(z: torch.Tensor, t0: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
-                outs = []
-                t = t0
-                for j in range(hs.shape[0]):
-                    h = hs[j]
-                    z = rk_step(func, tableau, t, h, z)
-                    t = t + h
-                    if (j + 1) % substeps == 0:
-                        outs.append(z)
-                return torch.stack(outs)
-
-            self._compiled = {key: torch.compile(chunk, dynamic=False, fullgraph=True)}
-        return self._compiled[key]
 
     def solve(self, func: nn.Module, z0: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, int]:
         """States at ``times`` (T, B, …) and the number of field evaluations."""
@@ -94,10 +105,10 @@ class GridIntegrator:
         per = (self.compile_chunk or 0) * self.substeps  # steps per compiled chunk (K output intervals)
         pieces, z, j = [z0[None]], z0, 0
         if per and torch.is_grad_enabled():  # evaluation (no grad) stays eager: no second compile
-            fn = self._chunk_fn(func)
+            fn = _compiled_chunk(self.tableau, self.substeps)
             hs = torch.tensor(sizes, dtype=times.dtype, device=times.device)
             while j + per <= n:
-                block = fn(z, starts[j], hs[j : j + per])  # (K, B, …)
+                block = fn(func, z, starts[j], hs[j : j + per])  # (K, B, …)
                 pieces.append(block)
                 z, j = block[-1], j + per
         tail = []

@@ -98,17 +98,31 @@ def test_grid_options_are_checked():
 @pytest.mark.slow
 def test_compiled_chunks_give_the_eager_numbers_and_gradients():
     times = torch.linspace(0, 0.9, 10)
-    lin = nn.Linear(2, 2)
-    field = lambda t, z: lin(z)  # noqa: E731
     z0 = torch.tensor([[1.0, -0.5]])
-    results = []
-    for chunk in (None, 2):  # 9 intervals: 4 compiled chunks of 2, then 1 eager step
-        lin.zero_grad()
+
+    def run(field, chunk):
         zs = Solver(method="grid_rk4", compile_chunk=chunk).solve(field, z0, times)
         zs.square().sum().backward()
-        results.append((zs.detach(), lin.weight.grad.clone()))
-    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
-    assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+        return zs.detach(), field.lin.weight.grad.clone()
+
+    for seed in (0, 1):  # the second model of the same structure reuses the compiled chunk
+        torch.manual_seed(seed)
+        field = _LinearField()
+        eager = run(field, None)
+        field.zero_grad()
+        with torch._dynamo.config.patch(error_on_recompile=seed == 1):
+            compiled = run(field, 2)  # 9 intervals: 4 compiled chunks of 2, then 1 eager step
+        assert torch.allclose(eager[0], compiled[0], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(eager[1], compiled[1], rtol=1e-4, atol=1e-5)
+
+
+class _LinearField(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, t, z):
+        return self.lin(z)
 
 
 # --- datasets --------------------------------------------------------------------------------------
