@@ -214,7 +214,7 @@ def build(cfg: DictConfig) -> Built:
                           choices=list(TrainSettings.__dataclass_fields__)) from None
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
-                             solver=solver, augmentation=augmentation, data_shape=dataset.data_shape)
+                             solver=solver, augmentation=augmentation, data_shape=dataset.data_shape).initialise()
     check_train_mode(train.mode, dataset, model)
     if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
         raise ConfigError("model.field.forcing_dim", model.forcing_dim(),

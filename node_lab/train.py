@@ -6,7 +6,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -123,6 +123,20 @@ def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float) ->
     return {"loss": loss.item(), "metric": metric.item(), "nfe": model.solver.nfe}
 
 
+def epoch_batches(n: int, batch_size: int | None, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Sample indices, batch after batch: the full range when ``batch_size`` is None, else epochs
+    of a fresh permutation split into batches (each sample once per epoch; a last partial batch
+    is dropped, as DataLoader(drop_last=True) does, unless it is the only one)."""
+    while True:
+        if not batch_size:
+            yield torch.arange(n)
+            continue
+        epoch = list(torch.randperm(n, generator=generator).split(batch_size))
+        if len(epoch) > 1 and len(epoch[-1]) < batch_size:
+            epoch.pop()
+        yield from epoch
+
+
 def fit(
     model: ODEModel,
     data: Data,
@@ -143,7 +157,7 @@ def fit(
 ) -> Progress:
     """Train until ``iterations``, starting from ``progress.iteration`` (resume).
 
-    Each iteration: draw a batch (``batch_size`` None = full batch) and an end time from
+    Each iteration: take the next batch (:func:`epoch_batches`) and draw an end time from
     ``steer``, integrate, step the optimiser. Forward NFE counts the solver's field evaluations
     in the forward pass, backward NFE those of the backward pass (non-zero with the adjoint).
     Every ``eval_every`` iterations the test split is evaluated at T and ``on_eval`` is called
@@ -156,9 +170,10 @@ def fit(
     n = len(train_split)
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
+    batches = epoch_batches(n, batch_size, generator)
     while progress.iteration < iterations:
         it = progress.iteration + 1
-        index = torch.randperm(n, generator=generator)[:batch_size] if batch_size else torch.arange(n)
+        index = next(batches)
         batch = train_split.batch(index.to(train_split.x.device))
         end = steer.sample(t0, t1, generator)
         start = time.perf_counter()

@@ -254,3 +254,35 @@ def test_sonode_on_images_with_conv_velocity_and_velocity_only_acceleration():
     z0 = model.initial_state(x, None)
     assert z0.shape == (2, 8, 8, 8) and z0[:, 1:4].abs().sum() == 0  # zero augmented positions
     assert model(x, torch.tensor([0.0, 1.0])).shape == (2, 2, 10)
+
+
+# --- seed-001 protocol details: Glorot init, epoch-ordered batches ----------------------------------
+def test_glorot_init_gives_xavier_bounds_and_zero_biases(make_cfg):
+    built = build(make_cfg("experiment=anode/mnist_seed001", "model.init=glorot", "logger=none"))
+    layers = [m for m in built.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.5 * bound
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_model_init_rejects_an_unknown_scheme(make_cfg):
+    from node_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.init.*glorot"):
+        build(make_cfg("model.init=xavier", "logger=none"))
+
+
+def test_epoch_batches_visit_every_sample_once_per_epoch():
+    from node_lab.train import epoch_batches
+
+    batches = epoch_batches(10, 3, torch.Generator().manual_seed(0))
+    epochs = [[next(batches) for _ in range(3)] for _ in range(2)]  # 3 full batches, the 10th sample dropped
+    for epoch in epochs:
+        seen = torch.cat(epoch)
+        assert len(seen) == 9 and len(set(seen.tolist())) == 9
+    assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))  # a fresh permutation each epoch
+    assert torch.equal(next(epoch_batches(5, None, torch.Generator())), torch.arange(5))
+    assert len(next(epoch_batches(4, 8, torch.Generator()))) == 4  # one short batch is kept

@@ -31,6 +31,9 @@ READ_DIMS = ["data", "all"]
 HEADS = ["auto", "identity", "linear"]
 
 
+INITS = ["torch", "glorot"]
+
+
 class ODEModel(nn.Module):
     """Base class; see the module docstring.
 
@@ -47,6 +50,10 @@ class ODEModel(nn.Module):
       augmentation and the ODE see. With a learned (input-layer) augmentation the encoder's last
       layer is widened by p instead of stacking a second input layer (IL-ANODE: h0 = g(x) ∈ R^{d+p}).
     - ``data_shape``: per-sample data shape from the dataset (null: ``(data_dim,)``).
+    - ``init``: weight initialisation of every Linear and Conv layer, applied by
+      :meth:`initialise` once the model is complete: ``torch`` (each layer's default) or
+      ``glorot`` (Xavier-uniform weights, zero biases: Flux's and Keras's default, for
+      reproducing Julia/Keras studies).
     """
 
     def __init__(
@@ -58,8 +65,11 @@ class ODEModel(nn.Module):
         readout: dict | None = None,
         encoder: Callable[..., nn.Module] | None = None,
         data_shape: tuple | None = None,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        check_choice("init", init, INITS)
+        self.init_scheme = init
         readout = dict(readout or {})
         unknown = set(readout) - {"dims", "head"}
         if unknown:
@@ -84,6 +94,16 @@ class ODEModel(nn.Module):
         self.augmentation = augmentation
         self.state_dim = self.data_dim + augmentation.dim
         self._head_choice = head
+
+    def initialise(self) -> ODEModel:
+        """Re-initialise the layers for ``init`` (see the class docstring); ``torch`` keeps them."""
+        if self.init_scheme == "glorot":
+            for layer in self.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    nn.init.xavier_uniform_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
+        return self
 
     @staticmethod
     def make(key: str, factory: Callable[..., nn.Module], **dims) -> nn.Module:
