@@ -54,6 +54,17 @@ def test_summary_from_fixture_run_dirs(tmp_path):
     assert len((sweep / "jobs.csv").read_text().strip().splitlines()) == 1 + 6
 
 
+def test_row_labels_are_resolved_from_the_saved_config(tmp_path):
+    """Hydra saves interpolations as written: a row like 'NODE D=${dataset.dim}' must be resolved,
+    also when another key needs a live Hydra context."""
+    _fake_run(tmp_path / "0", 0, 3, 0.5, row="NODE D=${augmentation.dim}")
+    config = yaml.safe_load((tmp_path / "0" / ".hydra" / "config.yaml").read_text())
+    config["paths"] = {"outputs": "${hydra:runtime.cwd}/outputs"}
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (job,) = find_jobs(tmp_path)
+    assert job.row == "NODE D=3"
+
+
 @pytest.mark.parametrize("row", [
     {"metric": "test_accuracy", "value": 77.0, "unit": "%", "source": "Table 1", "notes": "single run"},
     # as the suites write them: prose metric, value with its unit, protocol notes

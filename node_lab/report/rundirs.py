@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 @dataclass
@@ -63,9 +65,24 @@ def _overrides(path: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items or [] if "=" in item)
 
 
+def _resolved(config_file: Path) -> dict:
+    """The saved config with its interpolations resolved (Hydra saves them as written, e.g.
+    ``report.row: NODE D=${dataset.dim}``); keys that need a live Hydra context stay as written."""
+    config = OmegaConf.load(config_file)
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException:  # e.g. ${hydra:...} outside a Hydra run: resolve the report keys
+        plain = OmegaConf.create(OmegaConf.to_container(config))
+        for key in ("report.study", "report.row", "experiment_name"):
+            value = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+            if value is not None:
+                OmegaConf.update(plain, key, value)
+        return OmegaConf.to_container(plain)
+
+
 def read_job(path: Path) -> Job:
     config_file = path / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    config = _resolved(config_file) if config_file.is_file() else {}
     job = Job(path=path, overrides=_overrides(path), config=config or {})
     metrics_file, failure_file = path / "metrics.json", path / "failure.json"
     if metrics_file.is_file():
