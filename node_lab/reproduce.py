@@ -33,7 +33,8 @@ def machine() -> str:
 
 
 def run_study(name: str, args: list[str], sweep_dir: Path) -> tuple[int, float]:
-    node_lab = shutil.which("node-lab") or str(Path(sys.executable).parent / "node-lab")
+    beside = Path(sys.executable).parent / "node-lab"  # this environment's, not whichever is on PATH
+    node_lab = str(beside) if beside.is_file() else shutil.which("node-lab") or "node-lab"
     cmd = [node_lab, "train", "-m", *args, "train.skip_finished=true", f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
     with (sweep_dir.parent / f"{sweep_dir.name}.log").open("w") as log:
