@@ -190,10 +190,12 @@ def compare_published(rows: list[Row], published: list[dict]) -> list[str]:
 
 
 def plot_metric(path: Path, rows: list[Row], jobs: list[Job]) -> Path | None:
-    """Final test metric against the first swept key (one line per value of the other keys)."""
+    """Final test metric against the first numeric swept key (e.g. augmentation dim, D, noise),
+    one line per value of the other keys (e.g. the model); the first key if none is numeric."""
     keys = swept_keys(jobs)
     if not rows or not keys:
         return None
+    keys.sort(key=lambda k: not all(_is_number(j.overrides.get(k)) for j in jobs if k in j.overrides))
     import matplotlib
 
     matplotlib.use("Agg")
