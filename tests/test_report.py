@@ -54,6 +54,14 @@ def test_summary_from_fixture_run_dirs(tmp_path):
     assert len((sweep / "jobs.csv").read_text().strip().splitlines()) == 1 + 6
 
 
+def test_row_labels_are_resolved(tmp_path):
+    """Hydra saves .hydra/config.yaml unresolved: report.row "p=${augmentation.dim}" must read p=0, p=2."""
+    for n, (dim, seed) in enumerate([(0, 0), (0, 1), (2, 0)]):
+        _fake_run(tmp_path / str(n), seed, dim, 0.5 + dim / 10, row="p=${augmentation.dim}")
+    rows = {r["configuration"]: r["seeds"] for r in summarise(tmp_path)["rows"]}
+    assert rows == {"p=0": 2, "p=2": 1}
+
+
 @pytest.mark.parametrize("row", [
     {"metric": "test_accuracy", "value": 77.0, "unit": "%", "source": "Table 1", "notes": "single run"},
     # as the suites write them: prose metric, value with its unit, protocol notes

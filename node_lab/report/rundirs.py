@@ -63,9 +63,22 @@ def _overrides(path: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items or [] if "=" in item)
 
 
+def read_config(file: Path) -> dict:
+    """A job's config as Hydra saved it (interpolations kept), resolved where it resolves outside
+    Hydra, so that labels such as ``report.row: p=${augmentation.dim}`` read ``p=2``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config = OmegaConf.load(file)
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException:  # an interpolation only Hydra resolves: keep the text
+        return OmegaConf.to_container(config, resolve=False)
+
+
 def read_job(path: Path) -> Job:
     config_file = path / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    config = read_config(config_file) if config_file.is_file() else {}
     job = Job(path=path, overrides=_overrides(path), config=config or {})
     metrics_file, failure_file = path / "metrics.json", path / "failure.json"
     if metrics_file.is_file():
