@@ -101,5 +101,38 @@ def find_jobs(root: Path) -> list[Job]:
     return [read_job(d) for d in sorted(dirs, key=_natural_key)]
 
 
+def read_history(job: Job) -> list[dict]:
+    """history.csv of a run: one dict per iteration; numbers as floats, empty cells left out."""
+    import csv
+
+    with (job.path / "history.csv").open() as f:
+        return [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load_trained(job: Job):
+    """The trained model of a run, rebuilt on the CPU from its checkpoint.pt (resolved config and
+    weights), in eval mode: a :class:`node_lab.build.Built`."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from node_lab.build import build
+
+    state = torch.load(job.path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = OmegaConf.create(state["config"])
+    cfg.logger = {"_target_": "node_lab.tracking.NullLogger"}
+    cfg.device.name = "cpu"
+    built = build(cfg)
+    built.model.load_state_dict(state["model"])
+    built.model.eval()
+    return built
+
+
 def _natural_key(path: Path) -> list:
     return [int(p) if p.isdigit() else p for p in path.parts]
