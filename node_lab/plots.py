@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -35,7 +36,7 @@ def loss_curve(history: list[dict], metric: str, path: Path) -> Path:
             ax2.set_yscale("log")
         ax2.legend(loc="upper center")
     ax.legend(loc="upper right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def decision_regions(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray,
@@ -50,7 +51,7 @@ def decision_regions(grid_x: np.ndarray, grid_y: np.ndarray, values: np.ndarray,
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title("decision regions (test points)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def scores_1d(x: np.ndarray, out: np.ndarray, points: np.ndarray, labels: np.ndarray, path: Path) -> Path:
@@ -61,7 +62,7 @@ def scores_1d(x: np.ndarray, out: np.ndarray, points: np.ndarray, labels: np.nda
     ax.axhline(0.0, color="k", lw=0.5)
     ax.set_xlabel("x1")
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def trajectories(times: np.ndarray, paths: np.ndarray, path: Path, *, data_t: np.ndarray | None = None,
@@ -83,7 +84,7 @@ def trajectories(times: np.ndarray, paths: np.ndarray, path: Path, *, data_t: np
     ax.set_title(title)
     if data_t is not None or targets is not None:
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _true_vs_learned(ax, x_true: np.ndarray, y_true: np.ndarray, x_pred: np.ndarray, y_pred: np.ndarray,
@@ -106,7 +107,7 @@ def phase_portraits(q_true: np.ndarray, p_true: np.ndarray, q_pred: np.ndarray, 
     ax.set_xlabel("q1")
     ax.set_ylabel("p1 (or q1 velocity)")
     ax.set_title("phase portraits, held-out initial conditions")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def energy_curves(times: np.ndarray, e_true: np.ndarray, e_pred: np.ndarray, path: Path) -> Path:
@@ -117,7 +118,7 @@ def energy_curves(times: np.ndarray, e_true: np.ndarray, e_pred: np.ndarray, pat
     ax.set_xlabel("t")
     ax.set_ylabel("true energy E")
     ax.set_title("energy vs time, held-out initial conditions")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def series(times: np.ndarray, values: np.ndarray, path: Path, *, ylabel: str, split_t: float | None = None) -> Path:
@@ -129,7 +130,7 @@ def series(times: np.ndarray, values: np.ndarray, path: Path, *, ylabel: str, sp
         ax.legend()
     ax.set_xlabel("t")
     ax.set_ylabel(ylabel)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def velocity_comparison(times: np.ndarray, estimate: np.ndarray, true: np.ndarray, path: Path) -> Path:
@@ -143,4 +144,4 @@ def velocity_comparison(times: np.ndarray, estimate: np.ndarray, true: np.ndarra
         ax.set_xlabel("t")
         ax.set_title(f"dim {i + 1}")
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def _section(name, study, profile, args, wall, status, result, study_dir, report
     if result:
         body = result["markdown"].read_text().split("\n", 2)[-1]  # drop the summary's own title
         rel = study_dir.relative_to(report_dir)
-        lines.append(body.replace("](summary.png)", f"]({rel}/summary.png)").replace("](fig_", f"]({rel}/fig_"))
+        lines.append(re.sub(r"\]\(([^/)]+\.png)\)", rf"]({rel}/\1)", body))  # the summary's figures, from here
     return "\n".join(lines)
 
 

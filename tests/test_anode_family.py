@@ -208,8 +208,8 @@ PRESET_RUNS = [
     ("anode/sinusoid", ["optim.phases.0.iterations=2", "train.iterations=3", "dataset.n_points=20"]),
     ("anode/circles", ["train.epochs=1", "train.batch_size=512", "dataset.n_train=1024", "dataset.n_test=64",
                        "augmentation.dim=2"]),
-    ("anode/dupont_flip", ["train.iterations=3", "+row/dupont_toy=resnet"]),
-    ("anode/dupont_spheres", ["train.epochs=1", "dataset.n_train=128", "dataset.n_test=32", "+row/dupont_toy=anode"]),
+    ("anode/dupont_flip/resnet", ["train.iterations=3"]),
+    ("anode/dupont_spheres/anode", ["train.epochs=1", "dataset.n_train=128", "dataset.n_test=32"]),
 ]
 MNIST_ROWS = ["node", "anode_p10", "il_anode_p10", "steer_b02", "second_order"]
 
@@ -228,7 +228,7 @@ def test_study_presets_run(make_cfg, tmp_path, preset, overrides):
 @needs_mnist
 @pytest.mark.parametrize("row", MNIST_ROWS)
 def test_seed001_mnist_rows_run(make_cfg, tmp_path, row):
-    metrics = _short_run(make_cfg, tmp_path, "experiment=anode/mnist_seed001", f"+row/anode_mnist={row}",
+    metrics = _short_run(make_cfg, tmp_path, f"experiment=anode/mnist_seed001/{row}",
                          "train.iterations=2", "dataset.n_test=200")
     assert 0.0 <= metrics["final"]["test_accuracy"] <= 1.0
     assert metrics["best"]["iteration"] in (1, 2)  # evaluated after every iteration
@@ -238,7 +238,7 @@ def test_seed001_mnist_rows_run(make_cfg, tmp_path, row):
 @pytest.mark.slow
 @pytest.mark.parametrize("row", ["node", "anode"])
 def test_dupont_mnist_quick_runs_on_cpu(make_cfg, tmp_path, row):
-    _short_run(make_cfg, tmp_path, "experiment=anode/dupont_mnist_quick", f"+row/dupont_mnist={row}",
+    _short_run(make_cfg, tmp_path, f"experiment=anode/dupont_mnist_quick/{row}",
                "train.iterations=1", "train.batch_size=8", "dataset.n_test=16", "solver.rtol=0.1", "solver.atol=0.1")
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from conftest import CONF, REPO, options
 
 from node_lab.build import build
@@ -11,12 +14,19 @@ from node_lab.errors import ConfigError
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
 # conf/hydra/ holds launcher presets, not job options: tests/test_report.py runs those launchers.
-CASES = [(g, o) for g in GROUPS if g not in ("hydra", "row") for o in options(g)]
-# Study rows (conf/row/<study>/<row>.yaml, selected with +row/<study>=<row>) only make sense on top
-# of their study's preset: the preset each row folder is composed with here.
-ROW_BASE = {"anode_mnist": "anode/mnist_seed001", "dupont_toy": "anode/dupont_flip",
-            "dupont_mnist": "anode/dupont_mnist_quick", "dupont_cifar": "anode/dupont_mnist_quick"}
-ROWS = options("row")
+CASES = [(g, o) for g in GROUPS if g != "hydra" for o in options(g)]
+# A study's rows are experiment presets in a folder beside the study preset (experiment/<study>/<row>.yaml,
+# each including experiment/<study>.yaml); its sweep preset sweeps that folder as a config group.
+ROWS = [o for o in options("experiment") if (CONF / "experiment" / f"{Path(o).parent}.yaml").is_file()]
+
+
+def _sweep_params(option: str) -> dict:
+    """The hydra.sweeper.params an experiment preset's own file sets (inherited ones are its parent's)."""
+    node = (yaml.safe_load((CONF / "experiment" / f"{option}.yaml").read_text()) or {}).get("hydra") or {}
+    return (node.get("sweeper") or {}).get("params") or {}
+
+
+SWEEPS = {o: params for o in options("experiment") if (params := _sweep_params(o))}
 # Options that need image data (conv fields, conv encoders) are built on MNIST.
 NEEDS_IMAGES = {("model", "conv_node"), ("model", "odenet")}
 
@@ -69,14 +79,22 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
 
 
 @pytest.mark.parametrize("row", ROWS)
-def test_every_study_row_composes_and_builds(make_cfg, row):
-    study, name = row.split("/")
-    assert study in ROW_BASE, f"add the preset of conf/row/{study} to ROW_BASE"
-    cfg = make_cfg(f"experiment={ROW_BASE[study]}", f"+row/{study}={name}")
-    assert cfg.report.row and cfg.report.study
-    built = _build_or_expected_error(cfg)
-    if built is not None:
-        assert built.model is not None
+def test_every_study_row_is_labelled(make_cfg, row):
+    cfg = make_cfg(f"experiment={row}")
+    assert cfg.report.study and cfg.report.row, f"{row} must set report.row (its study preset sets report.study)"
+
+
+@pytest.mark.parametrize("sweep", sorted(SWEEPS))
+def test_sweep_presets_reach_their_rows(make_cfg, sweep):
+    """A preset chosen with experiment=… cannot sweep `experiment` (the command line's experiment=… replaces the
+    swept key, and the sweep silently runs the preset alone): rows are swept as +experiment/<study>=<row>."""
+    for key, value in SWEEPS[sweep].items():
+        assert key.split("@")[0].lstrip("+~") != "experiment", f"{sweep}: sweep +experiment/<study>, not {key}"
+        if key.startswith("+experiment/"):
+            folder = key[len("+experiment/"):]
+            for row in str(value).split(","):
+                job = make_cfg(f"experiment={sweep}", f"{key}={row}")
+                assert job.report.row == make_cfg(f"experiment={folder}/{row}").report.row, (sweep, row)
 
 
 @pytest.mark.parametrize("option", options("solver"))

@@ -65,6 +65,14 @@ def test_row_labels_are_resolved_from_the_saved_config(tmp_path):
     assert job.row == "NODE D=3"
 
 
+def test_row_labels_are_resolved(tmp_path):
+    """Hydra saves .hydra/config.yaml unresolved: report.row "p=${augmentation.dim}" must read p=0, p=2."""
+    for n, (dim, seed) in enumerate([(0, 0), (0, 1), (2, 0)]):
+        _fake_run(tmp_path / str(n), seed, dim, 0.5 + dim / 10, row="p=${augmentation.dim}")
+    rows = {r["configuration"]: r["seeds"] for r in summarise(tmp_path)["rows"]}
+    assert rows == {"p=0": 2, "p=2": 1}
+
+
 @pytest.mark.parametrize("row", [
     {"metric": "test_accuracy", "value": 77.0, "unit": "%", "source": "Table 1", "notes": "single run"},
     # as the suites write them: prose metric, value with its unit, protocol notes
@@ -152,3 +160,36 @@ def test_reproduce_writes_a_report_and_skips_finished_jobs(tmp_path):
     again = json.loads((runs / "quick" / "toy" / "parity" / "0" / "metrics.json").read_text())
     assert again["wall_time"] == first["wall_time"]  # finished job skipped, not rerun
     assert len(list(out.glob("*/REPORT.md"))) == 2
+
+
+def _run_dir(make_cfg, path: Path, *overrides: str) -> None:
+    """A real few-iteration run directory, with the .hydra/config.yaml Hydra would save (unresolved)."""
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(*overrides, "train.figures=false", "device.threads=1")
+    job.run(build(cfg), path, group="test", name=path.name)
+    (path / ".hydra").mkdir()
+    OmegaConf.save(cfg, path / ".hydra" / "config.yaml")
+
+
+@pytest.mark.slow
+def test_study_figures_from_a_fixture_sweep(make_cfg, tmp_path):
+    """The ANODE-family figures (sinusoid, circles, Dupont toy) drawn by the report from run directories."""
+    from node_lab.report.figures import STUDY_FIGURES
+
+    sweep = tmp_path / "sweep"
+    for p in (0, 1):
+        _run_dir(make_cfg, sweep / f"sin{p}", "experiment=anode/sinusoid", f"augmentation.dim={p}",
+                 "optim.phases.0.iterations=2", "train.iterations=3", "dataset.n_points=20")
+    for p in (0, 3):
+        _run_dir(make_cfg, sweep / f"circles{p}", "experiment=anode/circles", f"augmentation.dim={p}",
+                 "train.epochs=1", "train.batch_size=128", "dataset.n_train=128", "dataset.n_test=32")
+    for row in ("node", "resnet"):
+        _run_dir(make_cfg, sweep / f"flip_{row}", f"experiment=anode/dupont_flip/{row}", "train.iterations=3")
+    text = summarise(sweep)["markdown"].read_text()
+    figures = ["anode_sinusoid_sin.png", "anode_circles.png", "anode_circles_features.png", "anode_dupont_flip.png"]
+    for name in figures:
+        assert (sweep / name).stat().st_size > 10_000, name  # a drawn PNG, not an empty canvas
+        assert f"]({name})" in text, name
+    assert "## Study figures" in text and "not drawn" not in text
+    assert set(STUDY_FIGURES) == {"anode/sinusoid_*", "anode/circles", "anode/dupont_*"}

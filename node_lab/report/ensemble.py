@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from node_lab.report.rundirs import Job
+from node_lab.report.rundirs import Job, load_trained
 from node_lab.report.summary import group_rows, slug
 
 
@@ -32,25 +31,11 @@ def coverage(targets: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float
     return float(np.mean((targets >= lower) & (targets <= upper)))
 
 
-def _member(job: Job):
-    """Rebuild a trained member from its run directory."""
-    from node_lab.build import build
-
-    state = torch.load(job.path / "checkpoint.pt", map_location="cpu", weights_only=False)
-    cfg = OmegaConf.create(state["config"])
-    cfg.logger = {"_target_": "node_lab.tracking.NullLogger"}
-    cfg.device.name = "cpu"
-    built = build(cfg)
-    built.model.load_state_dict(state["model"])
-    built.model.eval()
-    return built
-
-
 @torch.no_grad()
 def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
     from node_lab.datasets.base import Task
 
-    members = [_member(j) for j in jobs if j.status == "completed" and (j.path / "checkpoint.pt").is_file()]
+    members = [load_trained(j) for j in jobs if j.status == "completed" and (j.path / "checkpoint.pt").is_file()]
     if len(members) < 2:
         return None
     first = members[0]

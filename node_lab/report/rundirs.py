@@ -65,7 +65,7 @@ def _overrides(path: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items or [] if "=" in item)
 
 
-def _resolved(config_file: Path) -> dict:
+def read_config(config_file: Path) -> dict:
     """The saved config with its interpolations resolved (Hydra saves them as written, e.g.
     ``report.row: NODE D=${dataset.dim}``); keys that need a live Hydra context stay as written."""
     config = OmegaConf.load(config_file)
@@ -82,7 +82,7 @@ def _resolved(config_file: Path) -> dict:
 
 def read_job(path: Path) -> Job:
     config_file = path / ".hydra" / "config.yaml"
-    config = _resolved(config_file) if config_file.is_file() else {}
+    config = read_config(config_file) if config_file.is_file() else {}
     job = Job(path=path, overrides=_overrides(path), config=config or {})
     metrics_file, failure_file = path / "metrics.json", path / "failure.json"
     if metrics_file.is_file():
@@ -103,6 +103,39 @@ def find_jobs(root: Path) -> list[Job]:
     dirs |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
     dirs = {d for d in dirs if (d / ".hydra").is_dir() or (d / "metrics.json").is_file()}
     return [read_job(d) for d in sorted(dirs, key=_natural_key)]
+
+
+def read_history(job: Job) -> list[dict]:
+    """history.csv of a run: one dict per iteration; numbers as floats, empty cells left out."""
+    import csv
+
+    with (job.path / "history.csv").open() as f:
+        return [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def load_trained(job: Job):
+    """The trained model of a run, rebuilt on the CPU from its checkpoint.pt (resolved config and
+    weights), in eval mode: a :class:`node_lab.build.Built`."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from node_lab.build import build
+
+    state = torch.load(job.path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = OmegaConf.create(state["config"])
+    cfg.logger = {"_target_": "node_lab.tracking.NullLogger"}
+    cfg.device.name = "cpu"
+    built = build(cfg)
+    built.model.load_state_dict(state["model"])
+    built.model.eval()
+    return built
 
 
 def _natural_key(path: Path) -> list:

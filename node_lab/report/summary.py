@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from node_lab.report.figures import draw_study_figures
 from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
 
@@ -111,6 +112,9 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
                   for j in bad]
     if plot:
         lines += ["", f"![metric vs swept key]({plot.name})"]
+    studies = draw_study_figures(jobs, out)
+    if studies:
+        lines += ["", "## Study figures", ""] + studies
     gallery = copy_figures(rows, out)
     if gallery:
         lines += ["", "## Figures (first completed seed of each configuration)", ""] + gallery
