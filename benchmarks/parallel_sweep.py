@@ -4,8 +4,10 @@ run sequentially by Hydra's basic launcher, on this machine.
     python benchmarks/parallel_sweep.py [--iterations 1500] [--repeats 2]
 
 Prints the wall time of each launcher and the speed-up (sequential / parallel). Both sweeps run the
-same two jobs (augmentation.dim=0,1) with W&B off; the ratio includes process and worker start-up,
-as a user experiences it.
+same two jobs (augmentation.dim=0,1, W&B off, ``device.threads`` as given: 1 by default, so the
+two arms differ only in the launcher; ``--threads 0`` leaves the sequential jobs torch's default
+thread count, as a user who never sets it would run them). The ratio includes process and worker
+start-up, as a user experiences it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 NODE_LAB = str(Path(sys.executable).parent / "node-lab")
 
 
-def sweep(launcher: list[str], iterations: int, out: Path) -> float:
+def sweep(launcher: list[str], iterations: int, threads: int, out: Path) -> float:
     cmd = [NODE_LAB, "train", "-m", *launcher, "augmentation.dim=0,1", f"train.iterations={iterations}",
+           f"device.threads={threads or 'null'}",
            "logger=none", "train.figures=false", f"hydra.sweep.dir={out}"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "WANDB_SILENT": "true"})
@@ -34,17 +37,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="device.threads of every job (0: torch's default)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
         ratios = []
         for r in range(args.repeats):
-            seq = sweep([], args.iterations, tmp / f"seq{r}")
-            par = sweep(["hydra/launcher=parallel"], args.iterations, tmp / f"par{r}")
+            seq = sweep([], args.iterations, args.threads, tmp / f"seq{r}")
+            par = sweep(["hydra/launcher=parallel"], args.iterations, args.threads, tmp / f"par{r}")
             ratios.append(seq / par)
             print(f"repeat {r}: sequential {seq:.1f} s | parallel {par:.1f} s | speed-up {seq / par:.2f}x", flush=True)
         ratios.sort()
-        print(f"cores {os.cpu_count()} | iterations/job {args.iterations} | median speed-up "
+        print(f"cores {os.cpu_count()} | iterations/job {args.iterations} | device.threads {args.threads or 'default'} "
+              f"| median speed-up "
               f"{ratios[len(ratios) // 2]:.2f}x (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
