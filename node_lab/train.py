@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from node_lab.datasets.base import Data, Split, Task
 from node_lab.errors import ConfigError
 from node_lab.models.base import ODEModel
-from node_lab.optim import optimizer_step
+from node_lab.optim import optimizer_step, set_epoch_length
 from node_lab.steer import EndTimeSampler
 from node_lab.tracking import RunLogger
 
@@ -154,6 +154,7 @@ def fit(
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
     n = len(train_split)
+    set_epoch_length(optimizer, -(-n // batch_size) if batch_size else 1)  # epoch-based LR schedules
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
     while progress.iteration < iterations:
