@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +161,8 @@ def fit(
         it = progress.iteration + 1
         index = torch.randperm(n, generator=generator)[:batch_size] if batch_size else torch.arange(n)
         batch = train_split.batch(index.to(train_split.x.device))
+        if data.augment is not None and mode == "trajectory":  # e.g. random crops of training images
+            batch = replace(batch, x=data.augment(batch.x, generator))
         end = steer.sample(t0, t1, generator)
         start = time.perf_counter()
         try:
