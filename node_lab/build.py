@@ -52,6 +52,7 @@ class TrainSettings:
     skip_finished: bool = False
     mode: str = "trajectory"
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
+    eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, TRAIN_MODES)
@@ -61,6 +62,7 @@ class TrainSettings:
         check_number("iterations", self.iterations, kind=int, low=1, allow_none=True)
         check_number("epochs", self.epochs, kind=int, low=1, allow_none=True)
         check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
+        check_number("eval_batch_size", self.eval_batch_size, kind=int, low=1, allow_none=True)
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
