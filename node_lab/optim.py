@@ -18,7 +18,7 @@ from node_lab.errors import ConfigError, check_choice, check_number
 
 
 def needs_closure(optimizer) -> bool:
-    return isinstance(optimizer, (torch.optim.LBFGS, Phases, MultiStep))
+    return isinstance(optimizer, (torch.optim.LBFGS, Wrapped))
 
 
 def set_epoch_length(optimizer, iterations: int) -> None:
@@ -37,7 +37,27 @@ def optimizer_step(optimizer, closure: Callable[[], torch.Tensor]) -> None:
         optimizer.step()
 
 
-class Phases:
+class Wrapped:
+    """Base of the optimisers that wrap torch ones: the loop steps ``current`` through them and
+    they count the steps (their schedules depend on it); they take the loop's closure and pass it
+    on only to optimisers that need it."""
+
+    current: torch.optim.Optimizer
+    steps: int = 0
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.current.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.current.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> None:
+        optimizer_step(self.current, closure)
+        self.steps += 1
+
+
+class Phases(Wrapped):
     """A list of ``{optimizer: <partial torch optimiser>, iterations: N}``; the last phase may have
     ``iterations: null`` (until the run ends). Phase k runs for its iterations, then phase k + 1
     starts with a fresh optimiser on the same parameters. ``state_dict`` includes the position,
@@ -90,17 +110,6 @@ class Phases:
     def phase(self) -> str:
         return type(self.current).__name__
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.current.param_groups
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.current.zero_grad(set_to_none=set_to_none)
-
-    def step(self, closure: Callable[[], torch.Tensor]) -> None:
-        optimizer_step(self.current, closure)
-        self.steps += 1
-
     def state_dict(self) -> dict:
         return {"steps": self.steps, "optimizers": [o.state_dict() for o in self.optimizers]}
 
@@ -113,7 +122,7 @@ class Phases:
 SCHEDULE_UNITS = ["iteration", "epoch"]
 
 
-class MultiStep:
+class MultiStep(Wrapped):
     """A torch optimiser (``optimizer``: a partial, e.g. SGD) whose learning rate is the initial
     one times ``gamma``^k after k of the ``milestones`` (torchdiffeq's odenet_mnist / the SONODE
     paper: ×0.1 at epochs 60 and 100). ``unit``: ``iteration`` or ``epoch`` (the training loop
@@ -147,18 +156,10 @@ class MultiStep:
         done = self.steps // self.epoch_length if self.unit == "epoch" else self.steps
         return self.gamma ** sum(done >= m for m in self.milestones)
 
-    @property
-    def param_groups(self) -> list[dict]:
-        return self.current.param_groups
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.current.zero_grad(set_to_none=set_to_none)
-
     def step(self, closure: Callable[[], torch.Tensor]) -> None:
         for group, lr in zip(self.current.param_groups, self.initial_lr):
             group["lr"] = lr * self.factor()
-        optimizer_step(self.current, closure)
-        self.steps += 1
+        super().step(closure)
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "optimizer": self.current.state_dict()}
