@@ -35,6 +35,9 @@ from node_lab.tracking import RunLogger
 from node_lab.train import TRAIN_MODES
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
+# Options added after runs were made, at the value that leaves a run as it was: left out of the
+# config hash at that value, so `train.skip_finished` still recognises the earlier runs.
+HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("dataset", "random_crop_padding"): 0}
 
 
 @dataclass
@@ -104,6 +107,9 @@ class Built:
         config = {k: v for k, v in self.config.items() if k not in ("logger", "report", "experiment_name")}
         config["train"] = {k: v for k, v in config.get("train", {}).items()
                            if k not in ("resume", "resume_from", "skip_finished", "log_every", "figures")}
+        for (group, key), neutral in HASH_NEUTRAL.items():
+            if isinstance(config.get(group), dict) and key in config[group] and config[group][key] == neutral:
+                config[group] = {k: v for k, v in config[group].items() if k != key}
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

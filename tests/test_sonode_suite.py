@@ -15,7 +15,7 @@ from conftest import CONF, REPO, options
 from torch import nn
 
 from node_lab import job
-from node_lab.build import build
+from node_lab.build import Built, build
 from node_lab.datasets import (
     DampedOscillators,
     Exponential,
@@ -418,3 +418,14 @@ def test_conv_sonode_velocity_is_the_field_block_at_t0_and_acceleration_sees_v_o
     out, out_moved = model.dynamics(t, z), model.dynamics(t, moved)
     assert torch.equal(out[:, :64], z[:, 64:])  # dx/dt = v
     assert torch.equal(out[:, 64:], out_moved[:, 64:])  # dv/dt = f(t, v)
+
+
+def test_new_options_at_their_neutral_values_keep_earlier_config_hashes(make_cfg):
+    built = build(make_cfg("dataset=mnist", "model=odenet"))
+    before = dict(built.config)  # a config as written before the two options existed
+    before["train"] = {k: v for k, v in before["train"].items() if k != "eval_batch_size"}
+    before["dataset"] = {k: v for k, v in before["dataset"].items() if k != "random_crop_padding"}
+    old = Built(**{**built.__dict__, "config": before})
+    assert old.config_hash == built.config_hash
+    for used in ("train.eval_batch_size=100", "dataset.random_crop_padding=4"):
+        assert build(make_cfg("dataset=mnist", "model=odenet", used)).config_hash != old.config_hash
