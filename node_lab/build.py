@@ -32,9 +32,12 @@ from node_lab.optim import Phases
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
-from node_lab.train import TRAIN_MODES
+from node_lab.train import TRAIN_MODES, epoch_length
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
+# Options added after runs were made, at the value that leaves a run as it was: left out of the
+# config hash at that value, so `train.skip_finished` still recognises the earlier runs.
+HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("dataset", "random_crop_padding"): 0}
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TrainSettings:
     skip_finished: bool = False
     mode: str = "trajectory"
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
+    eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, TRAIN_MODES)
@@ -61,6 +65,7 @@ class TrainSettings:
         check_number("iterations", self.iterations, kind=int, low=1, allow_none=True)
         check_number("epochs", self.epochs, kind=int, low=1, allow_none=True)
         check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
+        check_number("eval_batch_size", self.eval_batch_size, kind=int, low=1, allow_none=True)
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
@@ -74,8 +79,7 @@ class TrainSettings:
     def total_iterations(self, n_train: int) -> int:
         if self.iterations is not None:
             return self.iterations
-        per_epoch = -(-n_train // self.batch_size) if self.batch_size else 1
-        return self.epochs * per_epoch
+        return self.epochs * epoch_length(n_train, self.batch_size)
 
 
 @dataclass
@@ -102,6 +106,9 @@ class Built:
         config = {k: v for k, v in self.config.items() if k not in ("logger", "report", "experiment_name")}
         config["train"] = {k: v for k, v in config.get("train", {}).items()
                            if k not in ("resume", "resume_from", "skip_finished", "log_every", "figures")}
+        for (group, key), neutral in HASH_NEUTRAL.items():
+            if isinstance(config.get(group), dict) and key in config[group] and config[group][key] == neutral:
+                config[group] = {k: v for k, v in config[group].items() if k != key}
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -124,7 +124,7 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
                 batch_size=built.train.batch_size, eval_every=built.train.eval_every,
                 log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
                 on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g),
-                mode=built.train.mode)
+                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size)
             if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
@@ -174,7 +174,7 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
     if progress.status == "completed":
         try:
             for split_name, split in (("train", data.train), ("test", data.test)):
-                result = evaluate(model, data, split, built.t0, built.t1)
+                result = evaluate(model, data, split, built.t0, built.t1, built.train.eval_batch_size)
                 final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
             if data.task == Task.trajectory:
                 error = traj_metrics.interpretability_error(model, data.test)

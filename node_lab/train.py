@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from node_lab.datasets.base import Data, Split, Task
 from node_lab.errors import ConfigError
 from node_lab.models.base import ODEModel
-from node_lab.optim import optimizer_step
+from node_lab.optim import optimizer_step, set_epoch_length
 from node_lab.steer import EndTimeSampler
 from node_lab.tracking import RunLogger
 
@@ -113,14 +113,28 @@ def _batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float
 
 
 @torch.no_grad()
-def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float) -> dict:
-    """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw)."""
+def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float, batch_size: int | None = None) -> dict:
+    """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw),
+    in batches of ``batch_size`` samples (None: all at once); loss and metric are per-sample means,
+    so batching changes them only through the adaptive solver's steps. ``nfe``: summed over batches."""
     was_training = model.training
     model.eval()
     model.solver.nfe = 0
-    loss, metric = _loss_and_metric(data, split, _predict(model, data, split, t0, t1))
+    n = len(split)
+    size = batch_size or n
+    loss = metric = 0.0
+    for start in range(0, n, size):
+        part = split.batch(torch.arange(start, min(start + size, n), device=split.x.device)) if size < n else split
+        part_loss, part_metric = _loss_and_metric(data, part, _predict(model, data, part, t0, t1))
+        loss += part_loss.item() * len(part) / n
+        metric += part_metric.item() * len(part) / n
     model.train(was_training)
-    return {"loss": loss.item(), "metric": metric.item(), "nfe": model.solver.nfe}
+    return {"loss": loss, "metric": metric, "nfe": model.solver.nfe}
+
+
+def epoch_length(n: int, batch_size: int | None) -> int:
+    """Iterations per epoch of :func:`epoch_batches`: full batches only (at least one)."""
+    return max(1, n // batch_size) if batch_size else 1
 
 
 def epoch_batches(n: int, batch_size: int | None, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -154,6 +168,7 @@ def fit(
     progress: Progress,
     on_eval: Callable[[Progress], None] = lambda p: None,
     mode: str = "trajectory",
+    eval_batch_size: int | None = None,
 ) -> Progress:
     """Train until ``iterations``, starting from ``progress.iteration`` (resume).
 
@@ -163,11 +178,12 @@ def fit(
     Every ``eval_every`` iterations the test split is evaluated at T and ``on_eval`` is called
     (checkpointing). A non-finite loss or a solver failure ends the run with a status and
     reason instead of an exception. ``mode`` (:data:`TRAIN_MODES`) says what a step fits; the
-    test evaluation is always the trajectory (rollout) metric.
+    test evaluation is always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
     """
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
     n = len(train_split)
+    set_epoch_length(optimizer, epoch_length(n, batch_size))  # epoch-based LR schedules
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
     batches = epoch_batches(n, batch_size, generator)
@@ -175,6 +191,8 @@ def fit(
         it = progress.iteration + 1
         index = next(batches)
         batch = train_split.batch(index.to(train_split.x.device))
+        if data.augment is not None and mode == "trajectory":  # e.g. random crops of training images
+            batch = replace(batch, x=data.augment(batch.x, generator))
         end = steer.sample(t0, t1, generator)
         start = time.perf_counter()
         try:
@@ -201,7 +219,7 @@ def fit(
             if phase is not None:
                 row["phase"] = phase
             if it % eval_every == 0 or it == iterations:
-                test = evaluate(model, data, data.test, t0, t1)
+                test = evaluate(model, data, data.test, t0, t1, eval_batch_size)
                 row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})
         except (FloatingPointError, AssertionError, RuntimeError) as err:
             if not is_divergence(err):

@@ -193,3 +193,35 @@ def test_study_figures_from_a_fixture_sweep(make_cfg, tmp_path):
         assert f"]({name})" in text, name
     assert "## Study figures" in text and "not drawn" not in text
     assert set(STUDY_FIGURES) == {"anode/sinusoid_*", "anode/circles", "anode/dupont_*"}
+
+
+@pytest.mark.slow
+def test_every_study_profile_composes_every_job():
+    """studies.yaml is what `make reproduce` runs: each job of each profile must compose, and each
+    study must have a quick and a full profile with ≥ 3 seeds in quick."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from node_lab.reproduce import load_studies
+
+    studies = load_studies()
+    GlobalHydra.instance().clear()
+    with initialize_config_module("node_lab.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for name, study in studies.items():
+            assert {"quick", "full"} <= set(study["profiles"]), name
+            for profile, spec in study["profiles"].items():
+                parsed = OverridesParser.create(config_loader=loader).parse_overrides(spec["args"])
+                jobs = BasicSweeper.split_arguments(parsed, None)[0]
+                for job in jobs:
+                    cfg = compose("config", overrides=job, return_hydra_config=True)
+                    assert cfg.report.study, (name, job)
+                    if profile == "quick":  # seeds swept by the study or by its sweep preset
+                        preset = str((cfg.hydra.sweeper.params or {}).get("seed", ""))
+                        cli = [a.split("=", 1)[1] for a in spec["args"] if a.startswith("seed=")]
+                        assert preset or cli, (name, "no seeds swept")
+                        seeds = cli[0] if cli else preset
+                        assert len(seeds.split(",")) >= 3 or seeds.startswith("range("), (name, seeds)
+    GlobalHydra.instance().clear()

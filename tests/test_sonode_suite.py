@@ -15,7 +15,7 @@ from conftest import CONF, REPO, options
 from torch import nn
 
 from node_lab import job
-from node_lab.build import build
+from node_lab.build import Built, build
 from node_lab.datasets import (
     DampedOscillators,
     Exponential,
@@ -311,12 +311,15 @@ def test_step_cap_ends_a_stiff_run(make_cfg, tmp_path):
 # --- presets -------------------------------------------------------------------------------------
 PRESETS = [o for o in options("experiment") if o.startswith("sonode/")]
 FAST = ["solver.compile_chunk=null", "dataset.n_test=1100"]  # keeps the forced system-ID presets quick
+# the MNIST GPU presets run through their CPU overlay, shrunk to a few images
+MNIST_TINY = ["+experiment/sonode=mnist_quick", "train.epochs=null", "dataset.n_train=16", "dataset.n_test=8",
+              "train.batch_size=8", "train.eval_batch_size=4"]
 
 
 def test_every_experiment_has_its_presets():
     names = {p.split("/")[1].rsplit("_", 1)[0] for p in PRESETS}
     for exp in ("compact_parity", "nested_spheres", "generalised_parity", "function_2d", "double_function",
-                "interpolation", "extrapolation", "damped_oscillators", "vdp", "f16", "silverbox"):
+                "interpolation", "extrapolation", "damped_oscillators", "vdp", "f16", "silverbox", "mnist"):
         assert any(n.startswith(exp) for n in names), exp
 
 
@@ -326,9 +329,10 @@ def test_paper_parameter_counts(make_cfg):
             "function_2d_anode_given": 604, "function_2d_sonode_given": 562, "function_2d_anode1_zero": 183,
             "damped_oscillators_node": 522, "damped_oscillators_anode": 563, "damped_oscillators_sonode": 501,
             "silverbox_sonode": 7, "silverbox_anode": 12, "f16_sonode": 6, "f16_anode": 10,
-            "vdp_sonode": 6, "vdp_anode": 10}
+            "vdp_sonode": 6, "vdp_anode": 10,
+            "mnist_node": 208_266, "mnist_anode": 210_626, "mnist_sonode": 283_658}  # the spec's MNIST counts
     for preset, n in want.items():
-        model = build(make_cfg(f"experiment=sonode/{preset}")).model
+        model = build(make_cfg(f"experiment=sonode/{preset}", "device=cpu")).model
         assert sum(p.numel() for p in model.parameters()) == n, preset
 
 
@@ -336,6 +340,8 @@ def test_paper_parameter_counts(make_cfg):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_a_few_iterations(make_cfg, tmp_path, preset):
     extra = FAST if any(k in preset for k in ("silverbox", "f16")) else []
+    if "mnist" in preset:
+        extra = MNIST_TINY[1:] if preset == "sonode/mnist_quick" else MNIST_TINY
     cfg = make_cfg(f"experiment={preset}", "train.iterations=2", "train.eval_every=1", *extra)
     metrics = job.run(build(cfg), tmp_path, group="test", name=preset.replace("/", "_"))
     assert metrics["status"] in ("completed", "diverged")
@@ -354,3 +360,86 @@ def test_published_rows_are_well_formed():
     parity = {r["row"] for r in rows if r["study"] == "sonode/generalised_parity"}
     assert {"NODE D=1", "ANODE(D) D=10", "SONODE D=5"} <= parity
     assert (CONF / "experiment" / "sonode").is_dir()
+
+
+# --- MNIST (exp. 12): schedule, crops, batched evaluation, the conv SONODE ------------------------
+def test_multistep_schedule_by_hand_and_resumed():
+    from node_lab.optim import MultiStep, set_epoch_length
+
+    w = nn.Parameter(torch.zeros(1))
+    sgd = lambda params: torch.optim.SGD(params, lr=1.0)  # noqa: E731
+    opt = MultiStep([w], sgd, milestones=[2, 3], gamma=0.1, unit="epoch")
+    set_epoch_length(opt, 2)
+    set_epoch_length(torch.optim.SGD([w], lr=1.0), 2)  # a no-op for plain optimisers
+    lrs = []
+    for _ in range(8):
+        w.grad = torch.ones(1)
+        opt.step(lambda: torch.zeros(()))
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert float(w.detach()) == pytest.approx(-sum(lrs))  # plain SGD with unit gradients took the scheduled steps
+    resumed = MultiStep([nn.Parameter(torch.zeros(1))], sgd, milestones=[2, 3], gamma=0.1, unit="epoch")
+    resumed.load_state_dict(opt.state_dict())
+    set_epoch_length(resumed, 2)
+    resumed.param_groups[0]["params"][0].grad = torch.ones(1)
+    resumed.step(lambda: torch.zeros(()))
+    assert resumed.param_groups[0]["lr"] == pytest.approx(0.01)
+    per_iteration = MultiStep([w], sgd, milestones=[1], gamma=0.5, unit="iteration")
+    w.grad = torch.ones(1)
+    per_iteration.step(lambda: torch.zeros(()))
+    per_iteration.step(lambda: torch.zeros(()))
+    assert per_iteration.param_groups[0]["lr"] == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="milestones"):
+        MultiStep([w], sgd, milestones=[100, 60])
+
+
+def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
+    from node_lab.datasets.images import RandomCrop
+
+    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(2, 3, 5, 4) + 1
+    out = RandomCrop(2)(x, torch.Generator().manual_seed(0))
+    rows, cols = torch.randint(0, 5, (2, 2, 1), generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    assert out.shape == x.shape
+    for b in range(2):
+        r, c = int(rows[b]), int(cols[b])
+        assert torch.equal(out[b], padded[b, :, r : r + 5, c : c + 4])
+    assert torch.equal(RandomCrop(0)(x, torch.Generator()), x)
+
+
+def test_batched_evaluation_gives_the_whole_split_numbers(make_cfg):
+    from node_lab.train import evaluate
+
+    built = build(make_cfg("dataset=nested_spheres", "solver=rk4"))
+    data = built.dataset.load()
+    whole = evaluate(built.model, data, data.test, built.t0, built.t1)
+    batched = evaluate(built.model, data, data.test, built.t0, built.t1, batch_size=7)
+    assert batched["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert batched["metric"] == pytest.approx(whole["metric"], rel=1e-6)
+
+
+def test_conv_sonode_velocity_is_the_field_block_at_t0_and_acceleration_sees_v_only(make_cfg):
+    model = build(make_cfg("experiment=sonode/mnist_sonode", "device=cpu")).model
+    velocity_block, accel = model.velocity.net, model.dynamics.accel
+    assert type(velocity_block.field) is type(accel)  # the same block, its own weights
+    assert not {id(p) for p in velocity_block.parameters()} & {id(p) for p in accel.parameters()}
+    x = torch.randn(3, 64, 6, 6)
+    assert torch.equal(velocity_block(x), velocity_block.field(torch.tensor(0.0), x))
+    z = torch.randn(3, 128, 6, 6)
+    moved = z.clone()
+    moved[:, :64] += 5.0  # another position, the same velocity
+    t = torch.tensor(0.3)
+    out, out_moved = model.dynamics(t, z), model.dynamics(t, moved)
+    assert torch.equal(out[:, :64], z[:, 64:])  # dx/dt = v
+    assert torch.equal(out[:, 64:], out_moved[:, 64:])  # dv/dt = f(t, v)
+
+
+def test_new_options_at_their_neutral_values_keep_earlier_config_hashes(make_cfg):
+    built = build(make_cfg("dataset=mnist", "model=odenet"))
+    before = dict(built.config)  # a config as written before the two options existed
+    before["train"] = {k: v for k, v in before["train"].items() if k != "eval_batch_size"}
+    before["dataset"] = {k: v for k, v in before["dataset"].items() if k != "random_crop_padding"}
+    old = Built(**{**built.__dict__, "config": before})
+    assert old.config_hash == built.config_hash
+    for used in ("train.eval_batch_size=100", "dataset.random_crop_padding=4"):
+        assert build(make_cfg("dataset=mnist", "model=odenet", used)).config_hash != old.config_hash

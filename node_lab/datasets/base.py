@@ -108,6 +108,9 @@ class Data:
     # relative energy drift; when set, the job adds rollout and energy metrics (node_lab/physics.py)
     energy: Callable[[torch.Tensor], torch.Tensor] | None = None
     energy_scale: float | None = None
+    # a random transform of every training batch's x, drawn from the training loop's generator
+    # (e.g. the random crops of images, :class:`node_lab.datasets.images.RandomCrop`); never on test
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     @property
     def data_dim(self) -> int:

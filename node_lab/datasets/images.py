@@ -3,7 +3,8 @@
 Nothing is downloaded unless ``download: true``; without it a missing folder is a one-line
 ConfigError at build time (before any job starts). The images are converted once to a float
 tensor (N, C, H, W) in [0, 1] (Dupont et al.: ToTensor only), optionally standardised per
-channel with the training subset's mean and std.
+channel with the training subset's mean and std. ``random_crop_padding`` > 0 gives every training
+batch torchvision's RandomCrop(H×W, padding) (zero padding), drawn from the run's generator.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from node_lab.datasets.base import Data, Dataset, Split, Task
 from node_lab.errors import ConfigError, check_choice, check_number
@@ -32,24 +34,29 @@ class TorchvisionImages(Dataset):
     holding e.g. ``MNIST/raw``; default ``${paths.data_dir}``); ``download`` (fetch into root if
     absent; off by default); ``n_train``/``n_test`` (null: all) taken ``first`` (the 18.337
     study's first 1000) or ``random`` (drawn with ``seed``); ``normalize``: ``none`` ([0, 1]) or
-    ``standard`` (per-channel mean/std of the training subset)."""
+    ``standard`` (per-channel mean/std of the training subset); ``random_crop_padding``: 0 (off)
+    or k > 0: training batches are randomly cropped back to H×W from the image zero-padded by k
+    (torchdiffeq's odenet_mnist and the SONODE paper: 4)."""
 
     task = Task.classification
     output_dim = 10
     loss = "cross_entropy"
 
     def __init__(self, name: str = "mnist", root: str = "data", download: bool = False, n_train: int | None = None,
-                 n_test: int | None = None, subset: str = "first", normalize: str = "none", seed: int = 0) -> None:
+                 n_test: int | None = None, subset: str = "first", normalize: str = "none",
+                 random_crop_padding: int = 0, seed: int = 0) -> None:
         super().__init__(seed)
         check_choice("name", name, list(IMAGE_SETS))
         check_choice("subset", subset, SUBSETS)
         check_choice("normalize", normalize, NORMALIZE)
         check_number("n_train", n_train, kind=int, low=1, allow_none=True)
         check_number("n_test", n_test, kind=int, low=1, allow_none=True)
+        check_number("random_crop_padding", random_crop_padding, kind=int, low=0)
         if not isinstance(download, bool):
             raise ConfigError("download", download, "must be true or false", choices=[True, False])
         self.name, self.root, self.download = name, Path(root).expanduser().resolve(), download
         self.n_train, self.n_test, self.subset, self.normalize = n_train, n_test, subset, normalize
+        self.random_crop_padding = random_crop_padding
         cls, self.data_shape, marker = IMAGE_SETS[name]
         self.data_dim = self.data_shape[0]
         if not download and not (self.root / marker).exists():
@@ -90,7 +97,28 @@ class TorchvisionImages(Dataset):
             mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
             std = train.x.std(dim=(0, 2, 3), keepdim=True)
             train.x, test.x = (train.x - mean) / std, (test.x - mean) / std
-        return Data(task=self.task, train=train, test=test, loss=self.loss, output_dim=self.output_dim)
+        augment = RandomCrop(self.random_crop_padding) if self.random_crop_padding else None
+        return Data(task=self.task, train=train, test=test, loss=self.loss, output_dim=self.output_dim,
+                    augment=augment)
 
     def describe(self) -> str:
         return f"{self.name}({self.n_train or 'all'}/{self.n_test or 'all'})"
+
+
+class RandomCrop:
+    """torchvision's ``RandomCrop(size=(H, W), padding=k)`` on a whole batch (B, C, H, W) at once:
+    each image is zero-padded by k and an H×W window at an offset drawn uniformly from
+    {0, …, 2k}² (per image, from ``generator``) is kept."""
+
+    def __init__(self, padding: int) -> None:
+        self.padding = padding
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        k = self.padding
+        padded = F.pad(x, (k, k, k, k))
+        rows, cols = torch.randint(0, 2 * k + 1, (2, b, 1), generator=generator).to(x.device)
+        rows = rows + torch.arange(h, device=x.device)  # (B, H) row indices into the padded image
+        cols = cols + torch.arange(w, device=x.device)  # (B, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()

@@ -12,6 +12,7 @@ model calls them once the shapes are known:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -94,3 +95,18 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv(x))
+
+
+class FieldAt(nn.Module):
+    """A vector field (a partial factory called with ``in_dim``, ``out_dim``) evaluated at a fixed
+    time ``t`` as an ordinary network x ↦ f(t, x): e.g. the SONODE paper's MNIST initial
+    velocity, torchdiffeq's conv ODE block evaluated at t = 0 (``model.velocity_net``)."""
+
+    def __init__(self, in_dim: int, out_dim: int, field: Callable[..., nn.Module], t: float = 0.0) -> None:
+        super().__init__()
+        check_number("t", t)
+        self.field = field(in_dim=in_dim, out_dim=out_dim)
+        self.register_buffer("t", torch.tensor(float(t)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.field(self.t.to(x.dtype), x)
