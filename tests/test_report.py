@@ -54,6 +54,20 @@ def test_summary_from_fixture_run_dirs(tmp_path):
     assert len((sweep / "jobs.csv").read_text().strip().splitlines()) == 1 + 6
 
 
+def test_study_specific_scalars_get_their_own_columns(tmp_path):
+    """Scalars beyond the standard columns (interpretability error, the physics block) are summarised too."""
+    for seed, error in enumerate([0.1, 0.3]):
+        _fake_run(tmp_path / str(seed), seed, 0, 0.5)
+        metrics = json.loads((tmp_path / str(seed) / "metrics.json").read_text())
+        metrics["final"]["interpretability_error"] = error
+        metrics["physics"] = {"energy_drift": 10 * error}
+        (tmp_path / str(seed) / "metrics.json").write_text(json.dumps(metrics))
+    (row,) = summarise(tmp_path)["rows"]
+    assert row["final interpretability error mean"] == pytest.approx(0.2)
+    assert row["energy drift mean"] == pytest.approx(2.0)
+    assert "final interpretability error" in (tmp_path / "summary.md").read_text()
+
+
 def test_row_labels_are_resolved_from_the_saved_config(tmp_path):
     """Hydra saves interpolations as written: a row like 'NODE D=${dataset.dim}' must be resolved,
     also when another key needs a live Hydra context."""

@@ -88,13 +88,13 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
     rows = group_rows(jobs)
     published = load_published(published_dir) if published_dir else load_published()
     write_jobs_csv(out / "jobs.csv", jobs)
-    table = write_summary_csv(out / "summary.csv", rows)
+    table = write_summary_csv(out / "summary.csv", rows, extra_columns(jobs))
     plot = plot_metric(out / "summary.png", rows, jobs)
     lines = [f"# {title or 'Summary of ' + str(root)}", "",
              f"{len(jobs)} jobs: " + ", ".join(f"{s} {sum(j.status == s for j in jobs)}"
                                                for s in ("completed", "diverged", "failed", "incomplete")
                                                if any(j.status == s for j in jobs)), ""]
-    header = ["configuration", "seeds"] + [c.format(m=rows[0].metric) if rows else c for c in COLUMNS]
+    header = ["configuration", "seeds"] + (table[0]["_cols"] if table else list(COLUMNS))
     header += ["diverged", "failed", "restarted"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table:
@@ -157,10 +157,24 @@ def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
                              j.value("nfe_backward.mean"), j.value("wall_time"), j.metrics.get("restarts", 0)])
 
 
-def write_summary_csv(path: Path, rows: list[Row]) -> list[dict]:
+def extra_columns(jobs: list[Job]) -> dict[str, str]:
+    """Study-specific scalars the runs report beyond the standard columns: other ``final`` metrics
+    (e.g. the interpretability error) and the ``physics`` block (energy MSE, drift, rollout MSE)."""
+    extra: dict[str, str] = {}
+    for job in jobs:
+        metric = job.metrics.get("metric", "")
+        standard = {"train_loss", "test_loss", f"train_{metric}", f"test_{metric}"}
+        for block in ("final", "physics"):
+            for key, value in (job.metrics.get(block) or {}).items():
+                if key not in standard and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    extra.setdefault(f"{'final ' if block == 'final' else ''}{key.replace('_', ' ')}", f"{block}.{key}")
+    return extra
+
+
+def write_summary_csv(path: Path, rows: list[Row], extra: dict[str, str] | None = None) -> list[dict]:
     table = []
     for r in rows:
-        cols = {c.format(m=r.metric): p for c, p in COLUMNS.items()}
+        cols = {c.format(m=r.metric): p for c, p in COLUMNS.items()} | (extra or {})
         entry = {"configuration": r.label, "study": r.study or "", "seeds": r.count("completed"),
                  "diverged": r.count("diverged"), "failed": r.count("failed"), "restarted": r.restarted,
                  "_cols": list(cols)}
