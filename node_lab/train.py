@@ -137,18 +137,21 @@ def epoch_length(n: int, batch_size: int | None) -> int:
     return max(1, n // batch_size) if batch_size else 1
 
 
-def epoch_batches(n: int, batch_size: int | None, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Sample indices, batch after batch: the full range when ``batch_size`` is None, else epochs
-    of a fresh permutation split into batches (each sample once per epoch; a last partial batch
-    is dropped, as DataLoader(drop_last=True) does, unless it is the only one)."""
-    while True:
-        if not batch_size:
+def epoch_batches(n: int, batch_size: int | None, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
+    """Sample indices for iterations ``start + 1, start + 2, …``: the full range when ``batch_size``
+    is None, else epochs of a permutation split into batches (each sample once per epoch; a last
+    partial batch is dropped, as DataLoader(drop_last=True) does, unless it is the only one).
+    Epoch e's permutation depends only on (``seed``, e), so a resumed run continues mid-epoch
+    exactly where the interrupted one was."""
+    if not batch_size:
+        while True:
             yield torch.arange(n)
-            continue
-        epoch = list(torch.randperm(n, generator=generator).split(batch_size))
-        if len(epoch) > 1 and len(epoch[-1]) < batch_size:
-            epoch.pop()
-        yield from epoch
+    per_epoch = epoch_length(n, batch_size)
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        yield from list(order.split(batch_size))[skip:per_epoch]
+        epoch, skip = epoch + 1, 0
 
 
 def fit(
@@ -186,7 +189,7 @@ def fit(
     set_epoch_length(optimizer, epoch_length(n, batch_size))  # epoch-based LR schedules
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
-    batches = epoch_batches(n, batch_size, generator)
+    batches = epoch_batches(n, batch_size, generator.initial_seed(), progress.iteration)
     while progress.iteration < iterations:
         it = progress.iteration + 1
         index = next(batches)
@@ -220,6 +223,8 @@ def fit(
                 row["phase"] = phase
             if it % eval_every == 0 or it == iterations:
                 test = evaluate(model, data, data.test, t0, t1, eval_batch_size)
+                if not math.isfinite(test["metric"]):  # finite on the training window, blown up beyond it
+                    raise FloatingPointError(f"non-finite test {name} ({test['metric']})")
                 row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})
         except (FloatingPointError, AssertionError, RuntimeError) as err:
             if not is_divergence(err):

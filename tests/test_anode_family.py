@@ -278,11 +278,13 @@ def test_model_init_rejects_an_unknown_scheme(make_cfg):
 def test_epoch_batches_visit_every_sample_once_per_epoch():
     from node_lab.train import epoch_batches
 
-    batches = epoch_batches(10, 3, torch.Generator().manual_seed(0))
+    batches = epoch_batches(10, 3, seed=0)
     epochs = [[next(batches) for _ in range(3)] for _ in range(2)]  # 3 full batches, the 10th sample dropped
     for epoch in epochs:
         seen = torch.cat(epoch)
         assert len(seen) == 9 and len(set(seen.tolist())) == 9
     assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))  # a fresh permutation each epoch
-    assert torch.equal(next(epoch_batches(5, None, torch.Generator())), torch.arange(5))
-    assert len(next(epoch_batches(4, 8, torch.Generator()))) == 4  # one short batch is kept
+    resumed = epoch_batches(10, 3, seed=0, start=4)  # iteration 5 = the second batch of epoch 1
+    assert all(torch.equal(next(resumed), b) for b in epochs[1][1:])
+    assert torch.equal(next(epoch_batches(5, None, seed=0)), torch.arange(5))
+    assert len(next(epoch_batches(4, 8, seed=0))) == 4  # one short batch is kept

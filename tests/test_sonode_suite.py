@@ -297,6 +297,27 @@ def test_divergence_guard_records_and_restarts(make_cfg, tmp_path, restarts):
     assert metrics == saved
 
 
+class _BlowupOnTest(nn.Module):
+    """Finite while training, non-finite when evaluated: a model that explodes beyond the training window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, t, z):
+        return self.a * z if self.training else torch.full_like(z, float("nan"))
+
+
+def test_a_non_finite_test_metric_counts_as_divergence(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=compact_parity", "solver=grid_rk4", "train.iterations=3", "train.eval_every=2",
+                   "train.figures=false", "train.max_restarts=0")
+    built = build(cfg)
+    built.model.dynamics = _BlowupOnTest()
+    metrics = job.run(built, tmp_path, group="test", name="test-blowup")
+    assert metrics["status"] == "diverged"
+    assert metrics["reason"].startswith("iteration 2: non-finite test mse")
+
+
 def test_step_cap_ends_a_stiff_run(make_cfg, tmp_path):
     cfg = make_cfg("dataset=compact_parity", "solver.max_num_steps=5", "train.iterations=2", "train.figures=false")
     built = build(cfg)
