@@ -124,7 +124,6 @@ def load_trained(job: Job):
     """The trained model of a run, rebuilt on the CPU from its checkpoint.pt (resolved config and
     weights), in eval mode: a :class:`node_lab.build.Built`."""
     import torch
-    from omegaconf import OmegaConf
 
     from node_lab.build import build
 
