@@ -104,7 +104,7 @@ class GridIntegrator:
         n = len(sizes)
         per = (self.compile_chunk or 0) * self.substeps  # steps per compiled chunk (K output intervals)
         pieces, z, j = [z0[None]], z0, 0
-        if per and torch.is_grad_enabled():  # evaluation (no grad) stays eager: no second compile
+        if per:  # training and evaluation (no grad: dynamo compiles that mode once more per process)
             fn = _compiled_chunk(self.tableau, self.substeps)
             hs = torch.tensor(sizes, dtype=times.dtype, device=times.device)
             while j + per <= n:
