@@ -40,8 +40,8 @@ test: $(STAMP) ## run the whole test suite (what CI runs)
 test-fast: $(STAMP) ## the suite without tests marked slow (subprocess CLI runs, sweeps)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
-reproduce: $(STAMP) ## run every study and write outputs/reproduce/<stamp>/REPORT.md (PROFILE=quick|full, STUDY=<name>)
-	$(BIN)/node-lab reproduce --profile $(PROFILE) $(if $(STUDY),--study $(STUDY),)
+reproduce: $(STAMP) ## run every study and write outputs/reproduce/<stamp>/REPORT.md (PROFILE=quick|full, STUDY=<name>, JOBS=<studies at once>)
+	$(BIN)/node-lab reproduce --profile $(PROFILE) $(if $(STUDY),--study $(STUDY),) $(if $(JOBS),--jobs $(JOBS),)
 
 lint: $(STAMP) ## ruff over the package and the tests
 	$(BIN)/ruff check node_lab tests benchmarks

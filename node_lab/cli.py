@@ -76,7 +76,11 @@ def reproduce(args: list[str]) -> int:
     parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce/runs"))
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"))
     parser.add_argument("--wandb", default="offline", help="offline | online | disabled")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="studies run side by side, each one job at a time (default: one per core)")
     opts = parser.parse_args(args)
+    if opts.jobs is not None and opts.jobs < 1:
+        return _error(ConfigError("JOBS", opts.jobs, "must be ≥ 1", fix="JOBS=2"))
     profiles = sorted({p for s in studies.values() for p in s["profiles"]})
     if opts.profile not in profiles:
         return _error(ConfigError("PROFILE", opts.profile, "unknown profile", choices=profiles, fix="PROFILE=quick"))
@@ -84,7 +88,7 @@ def reproduce(args: list[str]) -> int:
     for name in opts.study or []:
         if name not in names:
             return _error(ConfigError("STUDY", name, "unknown study", choices=list(studies)))
-    run_reproduce(opts.profile, opts.study, opts.runs, opts.out, opts.wandb)
+    run_reproduce(opts.profile, opts.study, opts.runs, opts.out, opts.wandb, jobs=opts.jobs)
     return 0
 
 

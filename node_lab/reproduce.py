@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 
@@ -33,40 +34,63 @@ def machine() -> str:
             + (f" · {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else " · no GPU"))
 
 
-def run_study(name: str, args: list[str], sweep_dir: Path) -> tuple[int, float]:
-    beside = Path(sys.executable).parent / "node-lab"  # this environment's, not whichever is on PATH
+def run_study(args: list[str], sweep_dir: Path) -> tuple[int, float]:
+    """One study's sweep as a ``node-lab train -m`` process (this environment's node-lab, not
+    whichever is on PATH), its jobs one after another (``hydra/launcher=basic``: :func:`reproduce`
+    runs several studies side by side instead, which keeps every core busy to the end)."""
+    beside = Path(sys.executable).parent / "node-lab"
     node_lab = str(beside) if beside.is_file() else shutil.which("node-lab") or "node-lab"
-    cmd = [node_lab, "train", "-m", *args, "train.skip_finished=true", f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [node_lab, "train", "-m", *args, "hydra/launcher=basic", "train.skip_finished=true",
+           f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
     with (sweep_dir.parent / f"{sweep_dir.name}.log").open("w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     return code, time.perf_counter() - start
 
 
+def default_jobs() -> int:
+    """Studies run at once: one per core (every study runs its jobs with one torch thread)."""
+    return max(1, os.cpu_count() or 1)
+
+
 def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb_mode: str,
-              studies_file: Path = STUDIES) -> Path:
+              studies_file: Path = STUDIES, jobs: int | None = None) -> Path:
     studies = load_studies(studies_file)
     chosen = {k: v for k, v in studies.items() if not only or k in only or k.split("/")[-1] in only}
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     report_dir = out / stamp
     report_dir.mkdir(parents=True)
+    jobs = jobs or default_jobs()
     expected = sum(s["profiles"][profile].get("expected_minutes", 0) for s in chosen.values())
-    print(f"node-lab reproduce: profile {profile}, {len(chosen)} studies, expected ≈ {expected} min", flush=True)
-    sections, started = [], time.perf_counter()
-    for i, (name, study) in enumerate(chosen.items(), 1):
-        args = [str(a) for a in study["profiles"][profile]["args"]]
-        sweep_dir = runs / profile / name
-        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[{i}/{len(chosen)}] {name}: node-lab train -m {' '.join(args)}", flush=True)
-        code, wall = run_study(name, args, sweep_dir)
-        study_dir = report_dir / name.replace("/", "__")
-        result = summarise(sweep_dir, study_dir, title=study["title"]) if sweep_dir.is_dir() else None
-        status = "ok" if code == 0 else f"exit code {code} (see {sweep_dir}.log)"
-        print(f"      {wall / 60:.1f} min, {result['jobs'] if result else 0} jobs, {status}", flush=True)
-        sections.append(_section(name, study, profile, args, wall, status, result, study_dir, report_dir))
+    print(f"node-lab reproduce: profile {profile}, {len(chosen)} studies, {jobs} at a time, "
+          f"≈ {expected:g} study-minutes (≈ {expected / jobs:.0f} min wall)", flush=True)
+    # Longest first (expected_minutes), so the last study to finish is a short one.
+    order = sorted(chosen, key=lambda n: -chosen[n]["profiles"][profile].get("expected_minutes", 0))
+    args = {name: [str(a) for a in chosen[name]["profiles"][profile]["args"]] for name in chosen}
+    started, results = time.perf_counter(), {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for name in order:
+            sweep_dir = runs / profile / name
+            sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+            futures[pool.submit(run_study, args[name], sweep_dir)] = name
+        print("\n".join(f"  {name}: node-lab train -m {' '.join(args[name])}" for name in order), flush=True)
+        for done, future in enumerate(as_completed(futures), 1):
+            name = futures[future]
+            code, wall = future.result()
+            sweep_dir = runs / profile / name
+            study_dir = report_dir / name.replace("/", "__")
+            result = summarise(sweep_dir, study_dir, title=chosen[name]["title"]) if sweep_dir.is_dir() else None
+            status = "ok" if code == 0 else f"exit code {code} (see {sweep_dir}.log)"
+            elapsed = (time.perf_counter() - started) / 60
+            print(f"[{done}/{len(chosen)}] {name}: {wall / 60:.1f} min, {result['jobs'] if result else 0} jobs, "
+                  f"{status} ({elapsed:.1f} min elapsed)", flush=True)
+            results[name] = (wall, status, result, study_dir)
+    sections = [_section(name, chosen[name], profile, args[name], *results[name], report_dir) for name in chosen]
     header = [f"# node-lab reproduction report ({profile})", "",
               f"- date: {stamp}", f"- machine: {machine()}",
-              f"- total wall time: {(time.perf_counter() - started) / 60:.1f} min",
+              f"- total wall time: {(time.perf_counter() - started) / 60:.1f} min ({jobs} studies at a time, "
+              "each running its jobs one after another with one torch thread)",
               "- numbers are mean ± std over seeds of the final test metric; published numbers from "
               "node_lab/published/ with their provenance in the notes column", ""]
     report = report_dir / "REPORT.md"

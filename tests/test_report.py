@@ -157,14 +157,16 @@ def test_reproduce_writes_a_report_and_skips_finished_jobs(tmp_path):
     from node_lab.reproduce import reproduce
 
     studies = tmp_path / "studies.yaml"
-    studies.write_text(yaml.safe_dump({"toy/parity": {
-        "title": "toy", "claim": "none",
-        "profiles": {"quick": {"args": ["dataset=compact_parity", "seed=0,1", "train.iterations=2", "logger=none",
-                                        "train.figures=false"], "expected_minutes": 1}}}}))
+    toy = lambda minutes, *args: {"title": "toy", "claim": "none", "profiles": {"quick": {  # noqa: E731
+        "args": ["dataset=compact_parity", "train.iterations=2", "logger=none", "train.figures=false", *args],
+        "expected_minutes": minutes}}}
+    studies.write_text(yaml.safe_dump({"toy/parity": toy(1, "seed=0,1"), "toy/bigger": toy(2, "seed=0")},
+                                      sort_keys=False))
     runs, out = tmp_path / "runs", tmp_path / "out"
-    report = reproduce("quick", None, runs, out, "disabled", studies_file=studies)
+    report = reproduce("quick", None, runs, out, "disabled", studies_file=studies, jobs=2)  # side by side
     text = report.read_text()
     assert "## toy/parity: toy" in text and "2 jobs: completed 2" in text
+    assert text.index("## toy/parity") < text.index("## toy/bigger")  # report order = studies.yaml order
     assert "| dataset=compact_parity train.iterations=2 | 2 |" in text  # seeds and bookkeeping not in the label
     first = json.loads((runs / "quick" / "toy" / "parity" / "0" / "metrics.json").read_text())
     import time
