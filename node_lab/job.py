@@ -135,13 +135,14 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
             optimizer = built.optimizer(model.parameters())
             generator = torch.Generator().manual_seed(seed)
             progress = Progress()
-        metrics = summarise(built, data, model, progress, time.perf_counter() - started, run_dir)
+        rollouts: dict = {}  # the physics rollout of the final metrics, drawn again by the figures
+        metrics = summarise(built, data, model, progress, time.perf_counter() - started, run_dir, rollouts)
         metrics["restarts"] = restarts
         save_checkpoint(run_dir / CHECKPOINT, built, optimizer, progress, generator)
         write_history(run_dir / "history.csv", progress.history)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if built.train.figures and progress.history:
-            built.logger.log_images(make_figures(built, data, model, progress, run_dir))
+            built.logger.log_images(make_figures(built, data, model, progress, run_dir, rollouts.get("test")))
         failed = progress.status != "completed"
     finally:
         built.logger.finish(summary=metrics, failed=failed)
@@ -168,7 +169,8 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def summarise(built: Built, data: Data, model, progress: Progress, wall: float, run_dir: Path) -> dict:
+def summarise(built: Built, data: Data, model, progress: Progress, wall: float, run_dir: Path,
+              rollouts: dict | None = None) -> dict:
     name = metric_name(data)
     final = {}
     if progress.status == "completed":
@@ -186,7 +188,7 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
             progress.status, progress.reason = "diverged", f"final evaluation: {str(err).splitlines()[0]}"
     extra = {}
     if progress.status == "completed" and data.energy is not None:
-        extra["physics"] = _physics(model, data)
+        extra["physics"] = _physics(model, data, {} if rollouts is None else rollouts)
     hist = progress.history
     mean = (lambda key: float(np.mean([r[key] for r in hist]))) if hist else (lambda key: 0.0)
     return {
@@ -208,10 +210,12 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
     }
 
 
-def _physics(model, data: Data) -> dict:
-    """Rollout/energy metrics of the test split; a rollout that blows up is reported, not raised."""
+def _physics(model, data: Data, rollouts: dict) -> dict:
+    """Rollout/energy metrics of the test split (its rollout kept in ``rollouts["test"]``); a rollout
+    that blows up is reported, not raised."""
     try:
-        return physics.physics_metrics(model, data, data.test)[0]
+        metrics, rollouts["test"] = physics.physics_metrics(model, data, data.test)
+        return metrics
     except (AssertionError, RuntimeError, FloatingPointError) as err:
         return {"error": str(err).splitlines()[0]}
 
@@ -225,8 +229,10 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 @torch.no_grad()
-def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: Path) -> dict[str, Path]:
-    """loss.png and predictions.png (decision regions, end-state trajectories or the series fit)."""
+def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: Path,
+                 rollout: torch.Tensor | None = None) -> dict[str, Path]:
+    """loss.png and predictions.png (decision regions, end-state trajectories or the series fit);
+    physics datasets: phase and energy plots of ``rollout`` (the test rollout, computed if None)."""
     model.eval()
     figures = {"loss": plots.loss_curve(progress.history, metric_name(data), run_dir / "loss.png")}
     try:
@@ -260,7 +266,7 @@ def make_figures(built: Built, data: Data, model, progress: Progress, run_dir: P
             figures["predictions"] = plots.trajectories(as_np(dense), as_np(states), out, targets=targets,
                                                         title="state trajectories (first data dim)")
         if data.energy is not None:
-            pred = physics.rollout(model, test)
+            pred = physics.rollout(model, test) if rollout is None else rollout
             figures.update(physics.physics_figures(data, test, pred, run_dir))
     except (AssertionError, RuntimeError, FloatingPointError) as err:  # a diverged model can't be drawn
         log.warning("predictions figure skipped: %s", str(err).splitlines()[0])
