@@ -70,7 +70,7 @@ def reproduce(args: list[str]) -> int:
     from node_lab.reproduce import reproduce as run_reproduce
 
     studies = load_studies()
-    parser = argparse.ArgumentParser(prog="node-lab reproduce", description=COMMANDS["reproduce"])
+    parser = argparse.ArgumentParser(prog="node-lab reproduce", description=COMMANDS["reproduce"], allow_abbrev=False)
     parser.add_argument("--profile", default="quick", help="quick (CPU, minutes) or full (the papers' protocols)")
     parser.add_argument("--study", action="append", help="run only this study (repeatable): " + ", ".join(studies))
     parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce/runs"))
@@ -98,7 +98,7 @@ def ensemble(args: list[str]) -> int:
     from node_lab.report.ensemble import ensemble as run_ensemble
     from node_lab.report.rundirs import find_jobs
 
-    parser = argparse.ArgumentParser(prog="node-lab ensemble", description=COMMANDS["ensemble"])
+    parser = argparse.ArgumentParser(prog="node-lab ensemble", description=COMMANDS["ensemble"], allow_abbrev=False)
     parser.add_argument("directory", type=Path, help="a sweep directory with ≥2 seeds per configuration")
     opts = parser.parse_args(args)
     jobs = find_jobs(opts.directory) if opts.directory.is_dir() else []
@@ -115,7 +115,7 @@ def report(args: list[str]) -> int:
 
     from node_lab.report.summary import summarise
 
-    parser = argparse.ArgumentParser(prog="node-lab report", description=COMMANDS["report"])
+    parser = argparse.ArgumentParser(prog="node-lab report", description=COMMANDS["report"], allow_abbrev=False)
     parser.add_argument("directory", type=Path, help="a run directory, a sweep directory, or a tree of them")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the directory)")
     opts = parser.parse_args(args)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from node_lab.cli import parallel_jobs
 from node_lab.report.summary import summarise
 
 STUDIES = Path(__file__).resolve().parent / "studies.yaml"
+STUDY_THREADS = 1  # torch threads of every study's jobs; studies run side by side, cores // this at once
 
 
 def load_studies(path: Path = STUDIES) -> dict:
@@ -40,17 +42,12 @@ def run_study(args: list[str], sweep_dir: Path) -> tuple[int, float]:
     runs several studies side by side instead, which keeps every core busy to the end)."""
     beside = Path(sys.executable).parent / "node-lab"
     node_lab = str(beside) if beside.is_file() else shutil.which("node-lab") or "node-lab"
-    cmd = [node_lab, "train", "-m", *args, "hydra/launcher=basic", "train.skip_finished=true",
-           f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [node_lab, "train", "-m", *args, "hydra/launcher=basic", f"device.threads={STUDY_THREADS}",
+           "train.skip_finished=true", f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
     with (sweep_dir.parent / f"{sweep_dir.name}.log").open("w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     return code, time.perf_counter() - start
-
-
-def default_jobs() -> int:
-    """Studies run at once: one per core (every study runs its jobs with one torch thread)."""
-    return max(1, os.cpu_count() or 1)
 
 
 def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb_mode: str,
@@ -60,7 +57,7 @@ def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     report_dir = out / stamp
     report_dir.mkdir(parents=True)
-    jobs = jobs or default_jobs()
+    jobs = jobs or parallel_jobs(STUDY_THREADS)
     expected = sum(s["profiles"][profile].get("expected_minutes", 0) for s in chosen.values())
     print(f"node-lab reproduce: profile {profile}, {len(chosen)} studies, {jobs} at a time, "
           f"≈ {expected:g} study-minutes (≈ {expected / jobs:.0f} min wall)", flush=True)

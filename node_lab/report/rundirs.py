@@ -54,8 +54,9 @@ class Job:
 
 
 def unlabelled(key: str) -> bool:
-    """Override keys that do not distinguish configurations (seeds, logging, bookkeeping)."""
-    return (key in ("seed", "train.figures", "train.skip_finished", "train.log_every", "train.resume")
+    """Override keys that do not distinguish configurations (seeds, logging, threads, bookkeeping)."""
+    return (key in ("seed", "train.figures", "train.skip_finished", "train.log_every", "train.resume",
+                    "device.threads")
             or key.startswith(("hydra", "logger")))
 
 
