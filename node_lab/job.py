@@ -13,7 +13,7 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
   velocity and a model that offers one: ``velocity.png`` and ``interpretability_error`` in
   ``metrics.json`` (:mod:`node_lab.metrics`).
 
-A diverged run (non-finite loss, dt underflow, the step cap) restarts from a fresh
+A diverged run (non-finite loss or one above ``train.max_loss``, dt underflow, the step cap) restarts from a fresh
 initialisation up to ``train.max_restarts`` times; ``metrics.json`` lists every restart with its
 seed and the reason of the failure before it.
 """
@@ -124,7 +124,7 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
                 batch_size=built.train.batch_size, eval_every=built.train.eval_every,
                 log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
                 on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g),
-                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size)
+                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size, max_loss=built.train.max_loss)
             if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)

@@ -297,6 +297,26 @@ def test_divergence_guard_records_and_restarts(make_cfg, tmp_path, restarts):
     assert metrics == saved
 
 
+def test_a_finite_loss_above_max_loss_is_a_divergence(make_cfg, tmp_path):
+    """dz/dt = 20 z over [0, 1] stays finite (loss ~1e14) but is a blow-up: with train.max_loss it restarts;
+    the fresh initialisation (a = 0, the identity map) has the exact loss mean((x − (−x))²) = 4."""
+    cfg = make_cfg("dataset=compact_parity", "solver=grid_rk4", "solver.substeps=4", "train.iterations=1",
+                   "train.figures=false", "train.max_restarts=1", "train.max_loss=10")
+    built = build(cfg)
+    blow = _Blowup()
+    with torch.no_grad():
+        blow.a.fill_(20.0)
+    built.model.dynamics = blow
+    job.run(built, tmp_path, group="test", name="finite-blowup")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "completed"
+    assert saved["restarts"][0]["seed"] == 1000
+    assert saved["restarts"][0]["after"].startswith("iteration 1: training loss ")
+    assert saved["restarts"][0]["after"].endswith("above train.max_loss 10")
+    first = (tmp_path / "history.csv").read_text().splitlines()[1].split(",")
+    assert float(first[1]) == pytest.approx(4.0)  # the loss of iteration 1, before the optimiser step
+
+
 class _BlowupOnTest(nn.Module):
     """Finite while training, non-finite when evaluated: a model that explodes beyond the training window."""
 
