@@ -77,6 +77,7 @@ def _load_data(built: Built) -> Data:
     data = built.dataset.load()
     dev, dtype = built.device.torch_device, built.device.dtype
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
+    data.extra = {name: split.to(dev, dtype) for name, split in data.extra.items()}
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
     built.model.set_forcing(data.forcing)
@@ -176,6 +177,9 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
             for split_name, split in (("train", data.train), ("test", data.test)):
                 result = evaluate(model, data, split, built.t0, built.t1, built.train.eval_batch_size)
                 final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+            for split_name, split in data.extra.items():  # e.g. a far extension; a blow-up there is a value
+                metric = evaluate(model, data, split, built.t0, built.t1, built.train.eval_batch_size)["metric"]
+                final[f"{split_name}_{name}"] = metric if math.isfinite(metric) else None
             if data.task == Task.trajectory:
                 error = traj_metrics.interpretability_error(model, data.test)
                 if error is not None:

@@ -189,6 +189,38 @@ def test_forced_van_der_pol_satisfies_its_equation():
     assert float(data.forcing(torch.tensor(2.5))) == pytest.approx(1.4 * math.cos(math.pi / 5 * 2.5), abs=1e-4)
 
 
+def test_vdp_test_window_is_the_published_one_and_the_extension_is_separate(make_cfg):
+    data = build(make_cfg("dataset=vdp")).dataset.load()
+    times = data.test.times
+    assert torch.equal(times, torch.arange(200, dtype=torch.float32))  # the running RMSE still sees all 200
+    assert torch.equal(times[data.test.observed], torch.arange(70, 100, dtype=torch.float32))  # results.npy's
+    assert torch.equal(times[data.extra["extension"].observed], torch.arange(100, 200, dtype=torch.float32))
+    assert data.train.times[-1] == 69
+
+
+class _Still(nn.Module):
+    """dz/dt = 0: the prediction is x0 at every time (its one parameter gets a zero gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, t, z):
+        return 0 * self.unused * z
+
+
+def test_extra_windows_are_reported_as_named_metrics(make_cfg, tmp_path):
+    """sin t from x0 = 0 predicted as 0: the test and the extra window's MSE are mean(sin² t) there."""
+    cfg = make_cfg("dataset=extrapolation", "+dataset.extra_windows={far:[[15,20,11]]}", "solver=grid_rk4",
+                   "train.iterations=1", "train.figures=false")
+    built = build(cfg)
+    built.model.dynamics = _Still()
+    metrics = job.run(built, tmp_path, group="test", name="extra")
+    mean_sin2 = lambda a, b, n: float((torch.sin(torch.linspace(a, b, n, dtype=torch.float64)) ** 2).mean())  # noqa: E731
+    assert metrics["final"]["test_mse"] == pytest.approx(mean_sin2(10, 15, 10), rel=1e-5)
+    assert metrics["final"]["far_mse"] == pytest.approx(mean_sin2(15, 20, 11), rel=1e-5)
+
+
 @needs_data
 def test_silverbox_loader_splits_centres_scales_and_forcing():
     ds = SystemIdentificationCSV(path=str(SILVERBOX), input_column="V1", output_column="V2", n_train=1000,
