@@ -6,8 +6,9 @@ grid is the union of the ``train_windows`` and ``test_windows`` (each ``[t_start
 std σ, drawn from the dataset seed) integrating from the clean initial state, and the test metric
 is the MSE on the test points against the clean curve (extrapolation, interpolation gaps, or the
 train points again when there are no test windows). ``extra_windows`` ({name: windows}) adds named
-evaluation splits on the same trajectory, reported as final.<name>_mse (e.g. a far extension). ``fit: position_velocity`` observes both
-(outputs [x, v]); ``inputs: position_velocity`` starts first-order models from [x0, v0].
+evaluation splits on the same trajectory, reported as final.<name>_mse (e.g. a far extension).
+``fit: position_velocity`` observes both (outputs [x, v]); ``inputs: position_velocity`` starts
+first-order models from [x0, v0].
 
 Subclasses give the curves: :class:`DampedOscillators` (closed form; sines, the SONODE paper's
 2-D and double functions, random oscillators), :class:`Exponential`, :class:`ForcedVanDerPol`
