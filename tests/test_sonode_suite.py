@@ -189,13 +189,19 @@ def test_forced_van_der_pol_satisfies_its_equation():
     assert float(data.forcing(torch.tensor(2.5))) == pytest.approx(1.4 * math.cos(math.pi / 5 * 2.5), abs=1e-4)
 
 
-def test_vdp_test_window_is_the_published_one_and_the_extension_is_separate(make_cfg):
-    data = build(make_cfg("dataset=vdp")).dataset.load()
+def test_vdp_test_window_is_the_published_one_and_the_extension_is_separate():
+    keys = yaml.safe_load((CONF / "dataset" / "vdp.yaml").read_text())
+    vdp = ForcedVanDerPol(**{k: v for k, v in keys.items() if k not in ("_target_", "seed")})  # not integrated
+    windows = {"train_windows": [[0, 69, 70]], "test_windows": [[70, 99, 30]],
+               "extra_windows": {"extension": [[100, 199, 100]]}}
+    assert (vdp.train_windows, vdp.test_windows, vdp.extra_windows) == (
+        [(0, 69, 70)], [(70, 99, 30)], {"extension": [(100, 199, 100)]})
+    data = Exponential(rate=0.01, **windows).load()  # the same windows on a closed-form curve
     times = data.test.times
     assert torch.equal(times, torch.arange(200, dtype=torch.float32))  # the running RMSE still sees all 200
     assert torch.equal(times[data.test.observed], torch.arange(70, 100, dtype=torch.float32))  # results.npy's
     assert torch.equal(times[data.extra["extension"].observed], torch.arange(100, 200, dtype=torch.float32))
-    assert data.train.times[-1] == 69
+    assert data.train.times[-1] == 69 and data.train.y.shape == (70, 1, 1)
 
 
 class _Still(nn.Module):
