@@ -37,7 +37,7 @@ from node_lab.train import TRAIN_MODES, epoch_length
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
 # Options added after runs were made, at the value that leaves a run as it was: left out of the
 # config hash at that value, so `train.skip_finished` still recognises the earlier runs.
-HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("dataset", "random_crop_padding"): 0}
+HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("dataset", "random_crop_padding"): 0}
 
 
 @dataclass
@@ -56,6 +56,7 @@ class TrainSettings:
     mode: str = "trajectory"
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
     eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
+    max_loss: float | None = None  # a finite training loss above this is a divergence too (None: off)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, TRAIN_MODES)
@@ -69,6 +70,7 @@ class TrainSettings:
         check_number("eval_every", self.eval_every, kind=int, low=1)
         check_number("log_every", self.log_every, kind=int, low=1)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
+        check_number("max_loss", self.max_loss, low=0, low_open=True, allow_none=True)
         for key in ("resume", "figures", "skip_finished"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])

@@ -13,7 +13,7 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
   velocity and a model that offers one: ``velocity.png`` and ``interpretability_error`` in
   ``metrics.json`` (:mod:`node_lab.metrics`).
 
-A diverged run (non-finite loss, dt underflow, the step cap) restarts from a fresh
+A diverged run (non-finite loss or one above ``train.max_loss``, dt underflow, the step cap) restarts from a fresh
 initialisation up to ``train.max_restarts`` times; ``metrics.json`` lists every restart with its
 seed and the reason of the failure before it.
 """
@@ -77,6 +77,7 @@ def _load_data(built: Built) -> Data:
     data = built.dataset.load()
     dev, dtype = built.device.torch_device, built.device.dtype
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
+    data.extra = {name: split.to(dev, dtype) for name, split in data.extra.items()}
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
     built.model.set_forcing(data.forcing)
@@ -124,7 +125,7 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
                 batch_size=built.train.batch_size, eval_every=built.train.eval_every,
                 log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
                 on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g),
-                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size)
+                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size, max_loss=built.train.max_loss)
             if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
@@ -178,6 +179,9 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
             for split_name, split in (("train", data.train), ("test", data.test)):
                 result = evaluate(model, data, split, built.t0, built.t1, built.train.eval_batch_size)
                 final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+            for split_name, split in data.extra.items():  # e.g. a far extension; a blow-up there is a value
+                metric = evaluate(model, data, split, built.t0, built.t1, built.train.eval_batch_size)["metric"]
+                final[f"{split_name}_{name}"] = metric if math.isfinite(metric) else None
             if data.task == Task.trajectory:
                 error = traj_metrics.interpretability_error(model, data.test)
                 if error is not None:

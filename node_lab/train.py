@@ -172,6 +172,7 @@ def fit(
     on_eval: Callable[[Progress], None] = lambda p: None,
     mode: str = "trajectory",
     eval_batch_size: int | None = None,
+    max_loss: float | None = None,
 ) -> Progress:
     """Train until ``iterations``, starting from ``progress.iteration`` (resume).
 
@@ -182,6 +183,8 @@ def fit(
     (checkpointing). A non-finite loss or a solver failure ends the run with a status and
     reason instead of an exception. ``mode`` (:data:`TRAIN_MODES`) says what a step fits; the
     test evaluation is always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
+    ``max_loss``: a finite training loss above it is a divergence too (a blow-up that stays finite on
+    the window; its huge gradients leave Adam's second-moment estimate so large that the run freezes).
     """
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
@@ -205,6 +208,8 @@ def fit(
             nfe_forward = model.solver.nfe
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()})")
+            if max_loss is not None and loss.item() > max_loss:
+                raise FloatingPointError(f"training loss {loss.item():.4g} above train.max_loss {max_loss:g}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nfe_backward = model.solver.nfe - nfe_forward

@@ -189,6 +189,44 @@ def test_forced_van_der_pol_satisfies_its_equation():
     assert float(data.forcing(torch.tensor(2.5))) == pytest.approx(1.4 * math.cos(math.pi / 5 * 2.5), abs=1e-4)
 
 
+def test_vdp_test_window_is_the_published_one_and_the_extension_is_separate():
+    keys = yaml.safe_load((CONF / "dataset" / "vdp.yaml").read_text())
+    vdp = ForcedVanDerPol(**{k: v for k, v in keys.items() if k not in ("_target_", "seed")})  # not integrated
+    windows = {"train_windows": [[0, 69, 70]], "test_windows": [[70, 99, 30]],
+               "extra_windows": {"extension": [[100, 199, 100]]}}
+    assert (vdp.train_windows, vdp.test_windows, vdp.extra_windows) == (
+        [(0, 69, 70)], [(70, 99, 30)], {"extension": [(100, 199, 100)]})
+    data = Exponential(rate=0.01, **windows).load()  # the same windows on a closed-form curve
+    times = data.test.times
+    assert torch.equal(times, torch.arange(200, dtype=torch.float32))  # the running RMSE still sees all 200
+    assert torch.equal(times[data.test.observed], torch.arange(70, 100, dtype=torch.float32))  # results.npy's
+    assert torch.equal(times[data.extra["extension"].observed], torch.arange(100, 200, dtype=torch.float32))
+    assert data.train.times[-1] == 69 and data.train.y.shape == (70, 1, 1)
+
+
+class _Still(nn.Module):
+    """dz/dt = 0: the prediction is x0 at every time (its one parameter gets a zero gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, t, z):
+        return 0 * self.unused * z
+
+
+def test_extra_windows_are_reported_as_named_metrics(make_cfg, tmp_path):
+    """sin t from x0 = 0 predicted as 0: the test and the extra window's MSE are mean(sin² t) there."""
+    cfg = make_cfg("dataset=extrapolation", "+dataset.extra_windows={far:[[15,20,11]]}", "solver=grid_rk4",
+                   "train.iterations=1", "train.figures=false")
+    built = build(cfg)
+    built.model.dynamics = _Still()
+    metrics = job.run(built, tmp_path, group="test", name="extra")
+    mean_sin2 = lambda a, b, n: float((torch.sin(torch.linspace(a, b, n, dtype=torch.float64)) ** 2).mean())  # noqa: E731
+    assert metrics["final"]["test_mse"] == pytest.approx(mean_sin2(10, 15, 10), rel=1e-5)
+    assert metrics["final"]["far_mse"] == pytest.approx(mean_sin2(15, 20, 11), rel=1e-5)
+
+
 @needs_data
 def test_silverbox_loader_splits_centres_scales_and_forcing():
     ds = SystemIdentificationCSV(path=str(SILVERBOX), input_column="V1", output_column="V2", n_train=1000,
@@ -295,6 +333,26 @@ def test_divergence_guard_records_and_restarts(make_cfg, tmp_path, restarts):
         assert saved["status"] == "completed" and saved["iterations"] == 3
         assert saved["restarts"] == [{"seed": 1000, "after": "iteration 1: non-finite training loss (inf)"}]
     assert metrics == saved
+
+
+def test_a_finite_loss_above_max_loss_is_a_divergence(make_cfg, tmp_path):
+    """dz/dt = 20 z over [0, 1] stays finite (loss ~1e14) but is a blow-up: with train.max_loss it restarts;
+    the fresh initialisation (a = 0, the identity map) has the exact loss mean((x − (−x))²) = 4."""
+    cfg = make_cfg("dataset=compact_parity", "solver=grid_rk4", "solver.substeps=4", "train.iterations=1",
+                   "train.figures=false", "train.max_restarts=1", "train.max_loss=10")
+    built = build(cfg)
+    blow = _Blowup()
+    with torch.no_grad():
+        blow.a.fill_(20.0)
+    built.model.dynamics = blow
+    job.run(built, tmp_path, group="test", name="finite-blowup")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["status"] == "completed"
+    assert saved["restarts"][0]["seed"] == 1000
+    assert saved["restarts"][0]["after"].startswith("iteration 1: training loss ")
+    assert saved["restarts"][0]["after"].endswith("above train.max_loss 10")
+    first = (tmp_path / "history.csv").read_text().splitlines()[1].split(",")
+    assert float(first[1]) == pytest.approx(4.0)  # the loss of iteration 1, before the optimiser step
 
 
 class _BlowupOnTest(nn.Module):

@@ -17,7 +17,7 @@ Tensor layout (B = samples, d = data dims, T = time points):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import torch
@@ -111,6 +111,9 @@ class Data:
     # a random transform of every training batch's x, drawn from the training loop's generator
     # (e.g. the random crops of images, :class:`node_lab.datasets.images.RandomCrop`); never on test
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # further named evaluation splits (e.g. a trajectory's far ``extension``): the job reports each
+    # as final.<name>_<metric> beside the test metric, without training or divergence checks on it
+    extra: dict[str, Split] = field(default_factory=dict)
 
     @property
     def data_dim(self) -> int:

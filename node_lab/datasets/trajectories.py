@@ -5,8 +5,10 @@ grid is the union of the ``train_windows`` and ``test_windows`` (each ``[t_start
 ``n`` evenly spaced points), training fits the train points (with optional Gaussian ``noise`` of
 std σ, drawn from the dataset seed) integrating from the clean initial state, and the test metric
 is the MSE on the test points against the clean curve (extrapolation, interpolation gaps, or the
-train points again when there are no test windows). ``fit: position_velocity`` observes both
-(outputs [x, v]); ``inputs: position_velocity`` starts first-order models from [x0, v0].
+train points again when there are no test windows). ``extra_windows`` ({name: windows}) adds named
+evaluation splits on the same trajectory, reported as final.<name>_mse (e.g. a far extension).
+``fit: position_velocity`` observes both (outputs [x, v]); ``inputs: position_velocity`` starts
+first-order models from [x0, v0].
 
 Subclasses give the curves: :class:`DampedOscillators` (closed form; sines, the SONODE paper's
 2-D and double functions, random oscillators), :class:`Exponential`, :class:`ForcedVanDerPol`
@@ -17,6 +19,7 @@ input/output records such as silverbox and the F16 ground-vibration test).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +57,16 @@ class TrajectoryDataset(Dataset):
         fit: str = "position",
         inputs: str = "position",
         rmse_window: int | None = None,
+        extra_windows: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
         self.train_windows = _windows("train_windows", train_windows)
         self.test_windows = _windows("test_windows", test_windows)
+        if extra_windows is not None and not hasattr(extra_windows, "items"):
+            raise ConfigError("extra_windows", extra_windows, "must map a name to a list of windows",
+                              fix="e.g. dataset.extra_windows={extension:[[100,199,100]]}")
+        self.extra_windows = {str(k): _windows(f"extra_windows.{k}", w) for k, w in (extra_windows or {}).items()}
         if not self.train_windows:
             raise ConfigError("train_windows", train_windows, "needs at least one window", fix="[[0,10,50]]")
         check_number("noise", noise, low=0)
@@ -89,7 +97,8 @@ class TrajectoryDataset(Dataset):
         g = self.generator()
         train_t = self._points(self.train_windows)
         test_t = self._points(self.test_windows) if self.test_windows else train_t
-        times = torch.unique(torch.cat([train_t, test_t]))  # sorted
+        extra_t = {name: self._points(w) for name, w in self.extra_windows.items()}
+        times = torch.unique(torch.cat([train_t, test_t, *extra_t.values()]))  # sorted
         x, v = self.curves(times, g)
         target = torch.cat([x, v], dim=2) if self.fit == "position_velocity" else x
         noisy = target + self.noise * torch.randn(target.shape, generator=g, dtype=target.dtype)
@@ -101,8 +110,9 @@ class TrajectoryDataset(Dataset):
                       times=times[:k].float(), observed=None if bool(is_train[:k].all()) else is_train[:k])
         test = Split(x=x0.float(), y=target.float(), v0=v[0].float(), velocity=v.float(), times=times.float(),
                      observed=None if bool(is_test.all()) else is_test)
+        extra = {name: replace(test, observed=torch.isin(times, t)) for name, t in extra_t.items()}
         return Data(task=self.task, train=train, test=test, loss="mse", output_dim=self.output_dim,
-                    forcing=self.forcing())
+                    forcing=self.forcing(), extra=extra)
 
 
 class DampedOscillators(TrajectoryDataset):
@@ -183,8 +193,8 @@ class ForcedVanDerPol(TrajectoryDataset):
         self._set_dims(1)
 
     def _span(self) -> tuple[float, float]:
-        starts = [w[0] for w in self.train_windows + self.test_windows]
-        ends = [w[1] for w in self.train_windows + self.test_windows]
+        windows = self.train_windows + self.test_windows + [w for ws in self.extra_windows.values() for w in ws]
+        starts, ends = [w[0] for w in windows], [w[1] for w in windows]
         return min(starts), max(ends)
 
     def curves(self, times, g):
