@@ -276,8 +276,23 @@ def test_models_train_on_physics_datasets(make_cfg, tmp_path, model, dataset, mo
     for key in ("rollout_mse", "energy_drift", "energy_mse", "energy_error_final"):
         assert math.isfinite(phys[key]) and phys[key] >= 0, key
     assert ("derivative_mse" in phys) == (model != "sonode")
-    for name in ("metrics.json", "history.csv", "phase.png", "energy.png", "loss.png"):
+    for name in ("metrics.json", "history.csv", "phase.png", "energy.png", "energy.csv", "loss.png"):
         assert (tmp_path / name).is_file(), name
+    last = (tmp_path / "energy.csv").read_text().splitlines()[-1].split(",")
+    assert float(last[2]) == pytest.approx(phys["energy_drift"], rel=1e-4)  # the drift over the whole rollout
+
+
+def test_energy_drift_curve_of_a_rescaled_rollout(tmp_path):
+    """A rollout 1.1 × the true states of the spring (H quadratic) has E = 1.21 E(0) at every t:
+    drift 0.21 at every time and over every horizon, as energy_drift."""
+    from node_lab.physics import energy_drift_curve
+
+    data = Spring(**SMALL).load()
+    rows = energy_drift_curve(data, data.test, 1.1 * data.test.y, tmp_path / "energy.csv").read_text().splitlines()
+    assert rows[0] == "t,drift_at_t,drift_to_t" and len(rows) == 1 + len(data.test.times)
+    at_t = [float(r.split(",")[1]) for r in rows[1:]]
+    assert at_t == pytest.approx([0.21] * len(at_t), rel=1e-6)
+    assert float(rows[-1].split(",")[0]) == pytest.approx(4.0)
 
 
 def test_model_selects_the_dataset_coordinates(make_cfg):
