@@ -8,7 +8,7 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
 - ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config;
 - ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
 - physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
-  ``physics`` in metrics.json, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
+  ``physics`` in metrics.json, ``energy.csv``, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
 - trajectory tasks with a ``rmse_window``: ``running_rmse.csv`` / ``.png``; with a known true
   velocity and a model that offers one: ``velocity.png`` and ``interpretability_error`` in
   ``metrics.json`` (:mod:`node_lab.metrics`).
@@ -192,7 +192,7 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
             progress.status, progress.reason = "diverged", f"final evaluation: {str(err).splitlines()[0]}"
     extra = {}
     if progress.status == "completed" and data.energy is not None:
-        extra["physics"] = _physics(model, data, {} if rollouts is None else rollouts)
+        extra["physics"] = _physics(model, data, run_dir, {} if rollouts is None else rollouts)
     hist = progress.history
     mean = (lambda key: float(np.mean([r[key] for r in hist]))) if hist else (lambda key: 0.0)
     return {
@@ -214,11 +214,13 @@ def summarise(built: Built, data: Data, model, progress: Progress, wall: float, 
     }
 
 
-def _physics(model, data: Data, rollouts: dict) -> dict:
-    """Rollout/energy metrics of the test split (its rollout kept in ``rollouts["test"]``); a rollout
-    that blows up is reported, not raised."""
+def _physics(model, data: Data, run_dir: Path, rollouts: dict) -> dict:
+    """Rollout/energy metrics of the test split, energy.csv (the drift of every horizon) and the
+    rollout kept in ``rollouts["test"]`` for the figures; a rollout that blows up is reported, not
+    raised."""
     try:
         metrics, rollouts["test"] = physics.physics_metrics(model, data, data.test)
+        physics.energy_drift_curve(data, data.test, rollouts["test"], run_dir / "energy.csv")
         return metrics
     except (AssertionError, RuntimeError, FloatingPointError) as err:
         return {"error": str(err).splitlines()[0]}

@@ -10,6 +10,8 @@ the run's solver (or a discrete model's own steps):
 - ``energy_error_final``: the same at the last time only (Cranmer et al.'s |ΔE| at t = T / max PE);
 - ``derivative_mse``: mean squared error of the model's field against the true dz/dt at the test
   states (models whose state is the data; absent otherwise).
+
+The job also writes the drift of every shorter horizon to energy.csv (:func:`energy_drift_curve`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def physics_metrics(model, data: Data, split: Split) -> tuple[dict, torch.Tensor
         metrics["derivative_mse"] = float(((field - split.velocity.reshape(field.shape)) ** 2).mean())
     model.train(was_training)
     return metrics, pred
+
+
+def energy_drift_curve(data: Data, split: Split, pred: torch.Tensor, path: Path) -> Path:
+    """energy.csv: per time t, the mean over the initial conditions of |E(ẑ(t)) − E(z(0))| / scale
+    (``drift_at_t``) and its mean over [0, t] (``drift_to_t``: ``energy_drift`` of a rollout
+    ending at t), so one long rollout gives the drift of every shorter horizon."""
+    e_true, e_pred = data.energy(split.y), data.energy(pred)
+    at_t = ((e_pred - e_true[0]).abs() / (data.energy_scale or 1.0)).mean(dim=1).double()
+    to_t = at_t.cumsum(0) / torch.arange(1, len(at_t) + 1, dtype=at_t.dtype)
+    with path.open("w") as f:
+        f.write("t,drift_at_t,drift_to_t\n")
+        for t, a, b in zip(_numpy(split.times), at_t.tolist(), to_t.tolist()):
+            f.write(f"{t:.6g},{a:.6g},{b:.6g}\n")
+    return path
 
 
 def physics_figures(data: Data, split: Split, pred: torch.Tensor, run_dir: Path, n_show: int = 4) -> dict[str, Path]:

@@ -217,6 +217,25 @@ def test_greydanus_hamiltonians_in_closed_form():
     assert torch.allclose(canonical.energy(torch.cat([q, dp.momentum(q, v)], 1)), e_velocity)
 
 
+def test_two_body_initial_conditions_are_circular_orbits_of_either_sampling():
+    """ic.radius draws |r1| at a uniform angle; ic.position draws each coordinate of r1 (the paper's
+    code); either way body 2 mirrors body 1 and the velocity is the circular one, 1 / (2 sqrt|r1|)."""
+    g = torch.Generator().manual_seed(0)
+    for ic, low, high in (({"radius": [0.5, 1.5]}, 0.5, 1.5), ({"position": [0.5, 1.5]}, 0.5 * 2**0.5, 1.5 * 2**0.5)):
+        system = TwoBody(ic={**ic, "orbit_noise": 0.0})
+        q, v = system.sample(256, system.ic, g)
+        r1, v1 = q[:, :2], v[:, :2]
+        radius = r1.norm(dim=1)
+        assert torch.equal(q[:, 2:], -r1) and torch.equal(v[:, 2:], -v1)
+        assert low - 1e-12 <= radius.min() and radius.max() <= high + 1e-12
+        assert torch.allclose((r1 * v1).sum(1), torch.zeros(256, dtype=F64), atol=1e-12)
+        assert torch.allclose(v1.norm(dim=1), 0.5 / radius.sqrt())
+        if "position" in ic:
+            assert ((r1 >= 0.5) & (r1 <= 1.5)).all()  # the first quadrant only
+        else:
+            assert (r1 < 0).any()
+
+
 def test_noise_only_on_training_states():
     clean, noisy = Spring(**SMALL).generate(), Spring(noise=0.1, **SMALL).generate()
     assert not torch.allclose(clean[0].y, noisy[0].y)
@@ -257,8 +276,23 @@ def test_models_train_on_physics_datasets(make_cfg, tmp_path, model, dataset, mo
     for key in ("rollout_mse", "energy_drift", "energy_mse", "energy_error_final"):
         assert math.isfinite(phys[key]) and phys[key] >= 0, key
     assert ("derivative_mse" in phys) == (model != "sonode")
-    for name in ("metrics.json", "history.csv", "phase.png", "energy.png", "loss.png"):
+    for name in ("metrics.json", "history.csv", "phase.png", "energy.png", "energy.csv", "loss.png"):
         assert (tmp_path / name).is_file(), name
+    last = (tmp_path / "energy.csv").read_text().splitlines()[-1].split(",")
+    assert float(last[2]) == pytest.approx(phys["energy_drift"], rel=1e-4)  # the drift over the whole rollout
+
+
+def test_energy_drift_curve_of_a_rescaled_rollout(tmp_path):
+    """A rollout 1.1 × the true states of the spring (H quadratic) has E = 1.21 E(0) at every t:
+    drift 0.21 at every time and over every horizon, as energy_drift."""
+    from node_lab.physics import energy_drift_curve
+
+    data = Spring(**SMALL).load()
+    rows = energy_drift_curve(data, data.test, 1.1 * data.test.y, tmp_path / "energy.csv").read_text().splitlines()
+    assert rows[0] == "t,drift_at_t,drift_to_t" and len(rows) == 1 + len(data.test.times)
+    at_t = [float(r.split(",")[1]) for r in rows[1:]]
+    assert at_t == pytest.approx([0.21] * len(at_t), rel=1e-6)
+    assert float(rows[-1].split(",")[0]) == pytest.approx(4.0)
 
 
 def test_model_selects_the_dataset_coordinates(make_cfg):

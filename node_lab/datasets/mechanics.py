@@ -254,12 +254,15 @@ class Pendulum(_OneDegree):
 
 class TwoBody(MechanicalSystem):
     """Two bodies of unit mass under planar gravity (G = 1): q = (x1, y1, x2, y2), p = q̇,
-    H = |p|²/2 − 1/|r1 − r2|. Initial conditions as Greydanus et al.: centre of mass at rest at
-    the origin, separation 2r with r ~ ``ic.radius``, the circular-orbit velocity scaled by
-    (1 + ``ic.orbit_noise``·N(0, 1)). ``softening`` (ε in 1/sqrt(r² + ε²)) defaults to 0."""
+    H = |p|²/2 − 1/|r1 − r2|. Initial conditions: centre of mass at rest at the origin, body 1 at
+    r1, body 2 at −r1, the circular-orbit velocity scaled by (1 + ``ic.orbit_noise``·N(0, 1)).
+    r1 is |r1| ~ ``ic.radius`` at a uniform angle, or, when ``ic.position`` is a range, each
+    coordinate of r1 ~ U(``ic.position``) (greydanus/hamiltonian-nn's ``random_config``, whose
+    min/max_radius 0.5/1.5 bound the coordinates: |r1| in [0.71, 2.12], first quadrant).
+    ``softening`` (ε in 1/sqrt(r² + ε²)) defaults to 0."""
 
     n_dof = 4
-    default_ic = {"radius": [0.5, 1.5], "orbit_noise": 0.05}
+    default_ic = {"radius": [0.5, 1.5], "orbit_noise": 0.05, "position": None}
 
     def __init__(self, softening: float = 0.0, **common) -> None:
         check_number("softening", softening, low=0)
@@ -276,12 +279,17 @@ class TwoBody(MechanicalSystem):
         return torch.cat([a1, -a1], dim=1)
 
     def sample(self, n, ic, g):
-        radius = _uniform(n, ic["radius"], g)
-        angle = _uniform(n, [0.0, 2 * math.pi], g)
-        u = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # (n, 2)
+        if ic.get("position") is not None:
+            r1 = _uniform(n, ic["position"], g, (2,))
+            radius = r1.norm(dim=1)
+            u = r1 / radius[:, None]  # (n, 2)
+        else:
+            radius = _uniform(n, ic["radius"], g)
+            angle = _uniform(n, [0.0, 2 * math.pi], g)
+            u = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+            r1 = u * radius[:, None]
         speed = 0.5 / torch.sqrt(radius) * (1 + ic["orbit_noise"] * torch.randn(n, generator=g, dtype=torch.float64))
         v = torch.stack([-u[:, 1], u[:, 0]], dim=1) * speed[:, None]
-        r1 = u * radius[:, None]
         return torch.cat([r1, -r1], dim=1), torch.cat([v, -v], dim=1)
 
 
