@@ -213,11 +213,37 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
         key = f"{parent}.{leaf}" if parent else leaf
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+        if not close and parent and "." not in parent:  # a key of another option of the group (solver.substeps)
+            owners = _options_with_key(parent, leaf, others)
+            if owners:
+                name, options = owners
+                hint = (f"{parent}.{name} is a key of {parent}={'|'.join(options)}, not of this {parent}: "
+                        f"e.g. {parent}={options[-1]} {parent}.{name}={value}; ")
         return ConfigError(key, value, f"unknown key in '{parent or 'config'}'", choices=valid,
                            fix=(hint or "check the spelling; ") + f"to add a new key: +{key}=...").message()
     if isinstance(err, (OverrideParseException, HydraException, OmegaConfBaseException)):
         return first
     return None
+
+
+def _options_with_key(group: str, leaf: str, overrides: list[str]) -> tuple[str, list[str]] | None:
+    """The key of another option of config group ``group`` closest to ``leaf`` and the options that
+    have it (``solver.substeps`` → ("substeps", ["grid_euler", …])); None if there is none."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    except Exception:  # a listing is a courtesy
+        return None
+    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != group]
+    found: dict[str, list[str]] = {}
+    for option in options:
+        for name in difflib.get_close_matches(leaf, _keys_of(group, [*others, f"{group}={option}"]), n=1):
+            found.setdefault(name, []).append(option)
+    if not found:
+        return None
+    name = difflib.get_close_matches(leaf, list(found), n=1)[0]
+    return name, found[name]
 
 
 def _keys_of(parent: str, overrides: list[str]) -> list[str]:

@@ -86,6 +86,8 @@ def test_train_help_lists_groups(tmp_path):
 
 BAD = [
     (["augmentation.dimm=3"], "augmentation.dimm=3", "valid: dim"),
+    (["solver.rtl=1e-3"], "solver.rtl=1e-3", "did you mean solver.rtol?"),
+    (["solver.compile_chunck=3"], "solver.compile_chunck=3", "solver.compile_chunk is a key of solver=grid_euler|"),
     (["model=sonod"], "model=sonod", "sonode"),
     (["augmentation.dim=-1"], "augmentation.dim=-1", "must be >= 0"),
     (["steer=uniform", "steer.b=1.5"], "steer.b=1.5", "0 < b < T - t0"),
