@@ -8,6 +8,7 @@ one is wrong; then it hands argv to Hydra, which owns everything after the subco
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
@@ -64,13 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reproduce(args: list[str]) -> int:
-    import argparse
 
     from node_lab.reproduce import load_studies
     from node_lab.reproduce import reproduce as run_reproduce
 
     studies = load_studies()
-    parser = argparse.ArgumentParser(prog="node-lab reproduce", description=COMMANDS["reproduce"], allow_abbrev=False)
+    parser = _Parser(prog="node-lab reproduce", description=COMMANDS["reproduce"])
     parser.add_argument("--profile", default="quick", help="quick (CPU, minutes) or full (the papers' protocols)")
     parser.add_argument("--study", action="append", help="run only this study (repeatable): " + ", ".join(studies))
     parser.add_argument("--runs", type=Path, default=Path("outputs/reproduce/runs"))
@@ -93,12 +93,11 @@ def reproduce(args: list[str]) -> int:
 
 
 def ensemble(args: list[str]) -> int:
-    import argparse
 
     from node_lab.report.ensemble import ensemble as run_ensemble
     from node_lab.report.rundirs import find_jobs
 
-    parser = argparse.ArgumentParser(prog="node-lab ensemble", description=COMMANDS["ensemble"], allow_abbrev=False)
+    parser = _Parser(prog="node-lab ensemble", description=COMMANDS["ensemble"])
     parser.add_argument("directory", type=Path, help="a sweep directory with ≥2 seeds per configuration")
     opts = parser.parse_args(args)
     jobs = find_jobs(opts.directory) if opts.directory.is_dir() else []
@@ -111,11 +110,10 @@ def ensemble(args: list[str]) -> int:
 
 
 def report(args: list[str]) -> int:
-    import argparse
 
     from node_lab.report.summary import summarise
 
-    parser = argparse.ArgumentParser(prog="node-lab report", description=COMMANDS["report"], allow_abbrev=False)
+    parser = _Parser(prog="node-lab report", description=COMMANDS["report"])
     parser.add_argument("directory", type=Path, help="a run directory, a sweep directory, or a tree of them")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the directory)")
     opts = parser.parse_args(args)
@@ -256,6 +254,18 @@ def _keys_of(parent: str, overrides: list[str]) -> list[str]:
         return sorted(k for k in node.keys() if not str(k).startswith("_")) if node is not None else []
     except Exception:  # a listing is a courtesy
         return []
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse for the subcommands: no prefix matching (``--profil`` is an error, not ``--profile``)
+    and a bad flag ends in our one-line error, not the usage text."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        _error(f"{message}; fix: see {self.prog} --help")
+        raise SystemExit(2)
 
 
 def _error(err: ConfigError | str) -> int:

@@ -115,3 +115,14 @@ def test_bad_input_one_line(capsys, monkeypatch, tmp_path, args, key, hint):
 def test_unknown_command(capsys):
     assert cli.main(["trian"]) == 2
     assert "valid: train" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["reproduce", "--profil", "quick"], ["report"], ["ensemble", "--bogus", "x"]])
+def test_subcommand_bad_flag_one_line_no_prefix_matching(capsys, monkeypatch, tmp_path, args):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("node-lab: error: ") and "\n" not in err and f"node-lab {args[0]} --help" in err, err
+    assert not (tmp_path / "outputs").exists()
