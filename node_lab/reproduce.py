@@ -104,6 +104,7 @@ def _section(name, study, profile, args, wall, status, result, study_dir, report
     if result:
         body = result["markdown"].read_text().split("\n", 2)[-1]  # drop the summary's own title
         rel = study_dir.relative_to(report_dir)
+        body = re.sub(r"^## ", "### ", body, flags=re.M)  # the summary's sections sit under the study's
         lines.append(re.sub(r"\]\(([^/)]+\.png)\)", rf"]({rel}/\1)", body))  # the summary's figures, from here
     return "\n".join(lines)
 

@@ -158,15 +158,16 @@ def test_reproduce_writes_a_report_and_skips_finished_jobs(tmp_path):
 
     studies = tmp_path / "studies.yaml"
     toy = lambda minutes, *args: {"title": "toy", "claim": "none", "profiles": {"quick": {  # noqa: E731
-        "args": ["dataset=compact_parity", "train.iterations=2", "logger=none", "train.figures=false", *args],
+        "args": ["dataset=compact_parity", "train.iterations=2", "logger=none", *args],
         "expected_minutes": minutes}}}
-    studies.write_text(yaml.safe_dump({"toy/parity": toy(1, "seed=0,1"), "toy/bigger": toy(2, "seed=0")},
-                                      sort_keys=False))
+    studies.write_text(yaml.safe_dump({"toy/parity": toy(1, "seed=0,1", "train.figures=false"),
+                                       "toy/bigger": toy(2, "seed=0")}, sort_keys=False))
     runs, out = tmp_path / "runs", tmp_path / "out"
     report = reproduce("quick", None, runs, out, "disabled", studies_file=studies, jobs=2)  # side by side
     text = report.read_text()
     assert "## toy/parity: toy" in text and "2 jobs: completed 2" in text
     assert text.index("## toy/parity") < text.index("## toy/bigger")  # report order = studies.yaml order
+    assert "\n### Figures" in text and "\n## Figures" not in text  # a study's own sections sit under it
     assert "| dataset=compact_parity train.iterations=2 | 2 |" in text  # seeds and bookkeeping not in the label
     first = json.loads((runs / "quick" / "toy" / "parity" / "0" / "metrics.json").read_text())
     import time
