@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reproduce(args: list[str]) -> int:
-
     from node_lab.reproduce import load_studies
     from node_lab.reproduce import reproduce as run_reproduce
 
@@ -93,7 +92,6 @@ def reproduce(args: list[str]) -> int:
 
 
 def ensemble(args: list[str]) -> int:
-
     from node_lab.report.ensemble import ensemble as run_ensemble
     from node_lab.report.rundirs import find_jobs
 
@@ -110,7 +108,6 @@ def ensemble(args: list[str]) -> int:
 
 
 def report(args: list[str]) -> int:
-
     from node_lab.report.summary import summarise
 
     parser = _Parser(prog="node-lab report", description=COMMANDS["report"])

@@ -28,6 +28,12 @@ def _numpy(t: torch.Tensor):
     return t.detach().cpu().double().numpy()
 
 
+def _drift(data: Data, e_true: torch.Tensor, e_pred: torch.Tensor) -> torch.Tensor:
+    """|E(ẑ(t)) − E(z(0))| / scale per time and initial condition (T, B): the one definition behind
+    energy_drift, energy_error_final and energy.csv."""
+    return (e_pred - e_true[0]).abs() / (data.energy_scale or 1.0)
+
+
 @torch.no_grad()
 def rollout(model, split: Split) -> torch.Tensor:
     """Predicted states (T, B, d) from the split's initial states over its times."""
@@ -41,13 +47,13 @@ def physics_metrics(model, data: Data, split: Split) -> tuple[dict, torch.Tensor
     model.eval()
     pred = rollout(model, split)
     e_true, e_pred = data.energy(split.y), data.energy(pred)
-    e0, scale = e_true[0], data.energy_scale or 1.0
+    drift = _drift(data, e_true, e_pred)
     metrics = {
         "rollout_mse": float(((pred - split.y) ** 2).mean()),
         "energy_mse": float(((e_pred - e_true) ** 2).mean()),
-        "energy_drift": float((e_pred - e0).abs().mean() / scale),
-        "energy_error_final": float((e_pred[-1] - e0).abs().mean() / scale),
-        "energy_scale": float(scale),
+        "energy_drift": float(drift.mean()),
+        "energy_error_final": float(drift[-1].mean()),
+        "energy_scale": float(data.energy_scale or 1.0),
         "horizon": float(split.times[-1] - split.times[0]),
     }
     if split.velocity is not None and model.state_is_data():
@@ -62,8 +68,7 @@ def energy_drift_curve(data: Data, split: Split, pred: torch.Tensor, path: Path)
     """energy.csv: per time t, the mean over the initial conditions of |E(ẑ(t)) − E(z(0))| / scale
     (``drift_at_t``) and its mean over [0, t] (``drift_to_t``: ``energy_drift`` of a rollout
     ending at t), so one long rollout gives the drift of every shorter horizon."""
-    e_true, e_pred = data.energy(split.y), data.energy(pred)
-    at_t = ((e_pred - e_true[0]).abs() / (data.energy_scale or 1.0)).mean(dim=1).double()
+    at_t = _drift(data, data.energy(split.y), data.energy(pred)).mean(dim=1).double()
     to_t = at_t.cumsum(0) / torch.arange(1, len(at_t) + 1, dtype=at_t.dtype)
     with path.open("w") as f:
         f.write("t,drift_at_t,drift_to_t\n")
