@@ -32,12 +32,13 @@ from node_lab.optim import Phases
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
-from node_lab.train import TRAIN_MODES, epoch_length
+from node_lab.train import TRAIN_LOSSES, TRAIN_MODES, epoch_length
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
 # Options added after runs were made, at the value that leaves a run as it was: left out of the
 # config hash at that value, so `train.skip_finished` still recognises the earlier runs.
-HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("dataset", "random_crop_padding"): 0}
+HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("train", "loss"): "auto",
+                ("dataset", "random_crop_padding"): 0}
 
 
 @dataclass
@@ -57,9 +58,11 @@ class TrainSettings:
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
     eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
     max_loss: float | None = None  # a finite training loss above this is a divergence too (None: off)
+    loss: str = "auto"  # the training loss: auto (the dataset's) | mse | l1 (regression data)
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, TRAIN_MODES)
+        check_choice("loss", self.loss, TRAIN_LOSSES)
         if (self.iterations is None) == (self.epochs is None):
             raise ConfigError("iterations", self.iterations, "set exactly one of train.iterations and train.epochs",
                               fix="train.epochs=null (or train.iterations=null)")
@@ -184,6 +187,13 @@ def check_combination(dataset: Dataset, solver: Solver, steer: EndTimeSampler, m
     return t0, t1
 
 
+def check_train_loss(loss: str, dataset: Dataset) -> None:
+    """``train.loss`` mse or l1 needs regression targets (labels train with their own loss)."""
+    if loss != "auto" and dataset.loss != "mse":
+        raise ConfigError("train.loss", loss, f"{dataset.describe()} trains with {dataset.loss} on its labels",
+                          choices=["auto"], fix="train.loss=auto")
+
+
 def check_train_mode(mode: str, dataset: Dataset, model: ODEModel) -> None:
     """``train.mode`` other than trajectory needs trajectory data; ``derivatives`` also needs the
     data's time derivatives and a model whose state is the data."""
@@ -225,6 +235,7 @@ def build(cfg: DictConfig) -> Built:
     model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
                              solver=solver, augmentation=augmentation, data_shape=dataset.data_shape).initialise()
     check_train_mode(train.mode, dataset, model)
+    check_train_loss(train.loss, dataset)
     if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
         raise ConfigError("model.field.forcing_dim", model.forcing_dim(),
                           f"{dataset.describe()} provides {getattr(dataset, 'forcing_dim', 0)} forcing channels",

@@ -125,7 +125,8 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
                 batch_size=built.train.batch_size, eval_every=built.train.eval_every,
                 log_every=built.train.log_every, generator=generator, logger=built.logger, progress=progress,
                 on_eval=lambda p, o=optimizer, g=generator: save_checkpoint(run_dir / CHECKPOINT, built, o, p, g),
-                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size, max_loss=built.train.max_loss)
+                mode=built.train.mode, eval_batch_size=built.train.eval_batch_size, max_loss=built.train.max_loss,
+                loss_kind=built.train.loss)
             if progress.status != "diverged" or len(restarts) >= built.train.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)

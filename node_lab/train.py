@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 # at every observed state, without a solver (Greydanus et al.'s HNN); ``steps`` fits one solver
 # (or HINN layer) step between consecutive observed states (seed 003; autonomous systems).
 TRAIN_MODES = ["trajectory", "derivatives", "steps"]
+# The training loss on regression data (``train.loss``): ``auto`` is the dataset's (mse), ``l1`` the
+# mean absolute error (Cranmer et al.'s LNN). Metrics stay the dataset's (MSE) whatever it is.
+TRAIN_LOSSES = ["auto", "mse", "l1"]
+REGRESSION_LOSSES = {"auto": F.mse_loss, "mse": F.mse_loss, "l1": F.l1_loss}
 
 
 @dataclass
@@ -89,27 +93,34 @@ def _pointwise_prediction(model: ODEModel, batch: Split, mode: str, pair_times: 
     return model(batch.x, pair_times)[-1]
 
 
-def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _regression_loss(pred: torch.Tensor, y: torch.Tensor, loss_kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loss of ``loss_kind`` and the MSE (detached) of a regression prediction."""
+    loss = REGRESSION_LOSSES[loss_kind](pred, y)
+    return loss, (loss if loss_kind in ("auto", "mse") else F.mse_loss(pred, y)).detach()
+
+
+def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor,
+                     loss_kind: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss (``loss_kind``, :data:`TRAIN_LOSSES`) and metric (accuracy or MSE) of a prediction."""
     y = split.y
     if data.task == Task.trajectory and split.observed is not None:
         pred, y = pred[split.observed], y[split.observed]  # only the observed time points count
     if data.loss == "cross_entropy":
         loss = F.cross_entropy(pred, y)
         return loss, (pred.argmax(dim=1) == y).float().mean()
-    loss = F.mse_loss(pred, y)
+    loss, mse = _regression_loss(pred, y, loss_kind)
     if data.task == Task.classification:  # ±1 labels: accuracy by sign
         return loss, (torch.sign(pred) == torch.sign(y)).float().mean()
-    return loss, loss.detach()
+    return loss, mse
 
 
 def _batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float, mode: str = "trajectory",
-                pair_times: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                pair_times: torch.Tensor | None = None, loss_kind: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Training loss and metric of one batch for ``train.mode`` (trajectory | derivatives | steps)."""
     if mode == "trajectory":
         pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
-        return _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1])
-    loss = F.mse_loss(_pointwise_prediction(model, batch, mode, pair_times), batch.y)
-    return loss, loss.detach()
+        return _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1], loss_kind)
+    return _regression_loss(_pointwise_prediction(model, batch, mode, pair_times), batch.y, loss_kind)
 
 
 @torch.no_grad()
@@ -173,6 +184,7 @@ def fit(
     mode: str = "trajectory",
     eval_batch_size: int | None = None,
     max_loss: float | None = None,
+    loss_kind: str = "auto",
 ) -> Progress:
     """Train until ``iterations``, starting from ``progress.iteration`` (resume).
 
@@ -185,6 +197,7 @@ def fit(
     test evaluation is always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
     ``max_loss``: a finite training loss above it is a divergence too (a blow-up that stays finite on
     the window; its huge gradients leave Adam's second-moment estimate so large that the run freezes).
+    ``loss_kind`` (:data:`TRAIN_LOSSES`): the training loss on regression data; the metric is MSE.
     """
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
@@ -204,7 +217,7 @@ def fit(
         try:
             model.solver.nfe = 0
             phase = getattr(optimizer, "phase", None)  # optimiser phases (node_lab.optim.Phases)
-            loss, metric = _batch_loss(model, data, batch, t0, end, mode, pair_times)
+            loss, metric = _batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)
             nfe_forward = model.solver.nfe
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()})")
@@ -216,7 +229,7 @@ def fit(
 
             def closure(batch=batch, end=end) -> torch.Tensor:  # for optimisers that re-evaluate (L-BFGS)
                 optimizer.zero_grad(set_to_none=True)
-                again = _batch_loss(model, data, batch, t0, end, mode, pair_times)[0]
+                again = _batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)[0]
                 again.backward()
                 return again
 

@@ -311,6 +311,33 @@ def test_train_mode_errors_name_the_key(make_cfg):
         build(make_cfg("model=hnn", "dataset=spring", "augmentation.dim=2"))
 
 
+def test_cranmer_init_scales_each_layer_of_the_lnn(make_cfg):
+    torch.manual_seed(0)
+    model = build(make_cfg("model=lnn", "dataset=double_pendulum", "model.init=cranmer",
+                           "model.lagrangian.hidden=[256,256,256]")).model
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [tuple(m.weight.shape) for m in layers] == [(256, 4), (256, 256), (256, 256), (1, 256)]
+    expected = [2.2 / 16, 0.58 * 1 / 16, 0.58 * 2 / 16, 256 / 16]  # s / sqrt(n), n = 256 for every layer
+    for layer, std in zip(layers, expected):
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.1 if layer.weight.numel() > 256 else 0.2)
+        assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_l1_training_loss_keeps_mse_as_the_metric(make_cfg):
+    from node_lab.train import _batch_loss, training_split
+
+    built = build(make_cfg("model=hnn", "dataset=spring", "train.mode=derivatives", "train.loss=l1"))
+    data, model = built.dataset.load(), built.model.to(F64)
+    split, _ = training_split(data, "derivatives")
+    split = type(split)(x=split.x.to(F64), y=split.y.to(F64))
+    pred = model.data_field(torch.zeros((), dtype=F64), split.x)
+    loss, metric = _batch_loss(model, data, split, 0.0, 1.0, "derivatives", None, built.train.loss)
+    assert loss.item() == pytest.approx((pred - split.y).abs().mean().item())
+    assert metric.item() == pytest.approx(((pred - split.y) ** 2).mean().item())
+    with pytest.raises(ConfigError, match="train.loss=l1.*auto"):
+        build(make_cfg("experiment=anode/mnist_seed001", "train.loss=l1"))
+
+
 def test_lnn_divergence_is_a_run_status(make_cfg, tmp_path, monkeypatch):
     from node_lab.models import physics
 

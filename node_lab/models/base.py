@@ -31,7 +31,7 @@ READ_DIMS = ["data", "all"]
 HEADS = ["auto", "identity", "linear"]
 
 
-INITS = ["torch", "glorot"]
+INITS = ["torch", "glorot", "cranmer"]
 
 
 class ODEModel(nn.Module):
@@ -53,7 +53,10 @@ class ODEModel(nn.Module):
     - ``init``: weight initialisation of every Linear and Conv layer, applied by
       :meth:`initialise` once the model is complete: ``torch`` (each layer's default) or
       ``glorot`` (Xavier-uniform weights, zero biases: Flux's and Keras's default, for
-      reproducing Julia/Keras studies).
+      reproducing Julia/Keras studies) or ``cranmer`` (Cranmer et al.'s searched LNN
+      initialisation, for one uniform-width MLP: zero biases, normal weights of std
+      s/sqrt(n), n = the layer's larger dimension, s = 2.2 for the first Linear, 0.58·i for
+      hidden Linear i, n for the last; every Linear of the model counts as one stack, in order).
     """
 
     def __init__(
@@ -103,6 +106,14 @@ class ODEModel(nn.Module):
                     nn.init.xavier_uniform_(layer.weight)
                     if layer.bias is not None:
                         nn.init.zeros_(layer.bias)
+        elif self.init_scheme == "cranmer":
+            linears = [layer for layer in self.modules() if isinstance(layer, nn.Linear)]
+            for i, layer in enumerate(linears):
+                n = max(layer.weight.shape)
+                scale = 2.2 if i == 0 else (n if i == len(linears) - 1 else 0.58 * i)
+                nn.init.normal_(layer.weight, std=scale / n**0.5)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
         return self
 
     @staticmethod
