@@ -302,6 +302,15 @@ def test_model_selects_the_dataset_coordinates(make_cfg):
         build(make_cfg("model=hnn", "dataset=spring", "model.state_coordinates=velocity"))
 
 
+def test_sonode_qv_state_is_the_mechanical_state(make_cfg):
+    built = build(make_cfg("model=sonode_qv", "dataset=two_body"))
+    assert built.dataset.coordinates == "velocity"
+    data, model = built.dataset.load(), built.model.to(F64)
+    x = data.train.x[:3].to(F64)  # [q, qdot] of 3 orbits
+    pred = model(x, torch.tensor([0.0, 0.1], dtype=F64))
+    assert pred.shape == (2, 3, 8) and torch.equal(pred[0], x)  # read back as [q, v] at t0
+
+
 def test_train_mode_errors_name_the_key(make_cfg):
     with pytest.raises(ConfigError, match="train.mode"):
         build(make_cfg("train.mode=derivatives"))  # nested spheres: no trajectories

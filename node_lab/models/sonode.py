@@ -72,7 +72,9 @@ class SecondOrderODE(ODEModel):
     ``in_dim = out_dim = n`` (e.g. :class:`node_lab.models.layers.Conv` for images);
     ``readout.dims``: ``data`` = the first d positions, ``all`` = all d + p positions; ``output``:
     ``position`` (the readout above) or ``position_velocity`` (the d data positions then their d
-    velocities, for data that observe both). With ``split`` the (encoded) input has 2d dims: [x0, v0]."""
+    velocities, for data that observe both). With ``split`` the (encoded) input has 2d dims: [x0, v0].
+    ``state_coordinates``: null, or ``velocity`` to ask the mechanical datasets for [q, q̇] states
+    (with ``split`` and ``position_velocity`` the state [x, v] is then the data's [q, q̇] itself)."""
 
     def __init__(
         self,
@@ -81,9 +83,12 @@ class SecondOrderODE(ODEModel):
         init_velocity: str = "learned",
         velocity_net: dict | None = None,
         output: str = "position",
+        state_coordinates: str | None = None,
         **common,
     ) -> None:
         super().__init__(**common)
+        if state_coordinates is not None:
+            check_choice("state_coordinates", state_coordinates, ["velocity"])
         check_choice("inputs", inputs, ACCEL_INPUTS)
         check_choice("init_velocity", init_velocity, INIT_VELOCITY)
         check_choice("output", output, OUTPUTS)
