@@ -309,6 +309,13 @@ def test_sonode_qv_state_is_the_mechanical_state(make_cfg):
     x = data.train.x[:3].to(F64)  # [q, qdot] of 3 orbits
     pred = model(x, torch.tensor([0.0, 0.1], dtype=F64))
     assert pred.shape == (2, 3, 8) and torch.equal(pred[0], x)  # read back as [q, v] at t0
+    from node_lab.metrics import interpretability_error
+
+    test = type(data.test)(x=data.test.x.to(F64), y=data.test.y.to(F64), times=data.test.times.to(F64),
+                           velocity=data.test.velocity.to(F64))
+    v = model.trajectory(test.x, test.times)[:, :, 4:8]  # the velocity half of the state
+    expected = ((v - test.velocity[..., :4]) ** 2).mean().item()  # against qdot, not [qdot, qddot]
+    assert interpretability_error(model, test) == pytest.approx(expected)
 
 
 def test_train_mode_errors_name_the_key(make_cfg):
