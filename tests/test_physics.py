@@ -86,6 +86,7 @@ def test_hnn_rollout_matches_cos_sin_and_trains_with_adjoint():
 
 def test_lnn_acceleration_of_known_lagrangians_matches_closed_forms():
     # pendulum: L = ½ q̇² + g cos q → q̈ = −g sin q
+    torch.manual_seed(0)  # the random states below: an unseeded draw made the damped check flaky
     g = 9.8
     model = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) + g * torch.cos(q).sum(-1), damping=0.0)
     z = torch.randn(16, 2, dtype=F64)
@@ -103,9 +104,10 @@ def test_lnn_acceleration_of_known_lagrangians_matches_closed_forms():
     model = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4, damping=0.0)
     out = model.dynamics(torch.zeros(()), torch.cat([q, v], 1))
     assert torch.allclose(out[:, 2:], system.acceleration(q, v), rtol=0, atol=1e-10)
-    # the default damping (1e-6) perturbs q̈ by a relative ~1e-6 only
+    # the default damping (1e-6) perturbs q̈ by ~1e-6 of its scale only (an entry near 0 has no relative bound)
     damped = _model(LagrangianODE, lambda q, v: torch.func.vmap(system.lagrangian)(q, v), data_dim=4)
-    assert torch.allclose(damped.dynamics(torch.zeros(()), torch.cat([q, v], 1))[:, 2:], out[:, 2:], rtol=1e-4)
+    assert torch.allclose(damped.dynamics(torch.zeros(()), torch.cat([q, v], 1))[:, 2:], out[:, 2:],
+                          rtol=0, atol=1e-4 * out[:, 2:].abs().max().item())
 
 
 def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
