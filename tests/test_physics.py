@@ -16,7 +16,9 @@ from node_lab import job
 from node_lab.augmentation import ZeroAugmentation
 from node_lab.build import build
 from node_lab.datasets import DoublePendulum, Pendulum, Spring, TwoBody
+from node_lab.datasets.base import Split
 from node_lab.errors import ConfigError
+from node_lab.metrics import interpretability_error
 from node_lab.models import HamiltonianODE, HamiltonianResNet, LagrangianODE, MLPField
 from node_lab.models.physics import euler_lagrange
 from node_lab.solvers import Solver
@@ -311,9 +313,7 @@ def test_sonode_qv_state_is_the_mechanical_state(make_cfg):
     x = data.train.x[:3].to(F64)  # [q, qdot] of 3 orbits
     pred = model(x, torch.tensor([0.0, 0.1], dtype=F64))
     assert pred.shape == (2, 3, 8) and torch.equal(pred[0], x)  # read back as [q, v] at t0
-    from node_lab.metrics import interpretability_error
-
-    test = type(data.test)(x=data.test.x.to(F64), y=data.test.y.to(F64), times=data.test.times.to(F64),
+    test = Split(x=data.test.x.to(F64), y=data.test.y.to(F64), times=data.test.times.to(F64),
                            velocity=data.test.velocity.to(F64))
     v = model.trajectory(test.x, test.times)[:, :, 4:8]  # the velocity half of the state
     expected = ((v - test.velocity[..., :4]) ** 2).mean().item()  # against qdot, not [qdot, qddot]
@@ -347,7 +347,7 @@ def test_l1_training_loss_keeps_mse_as_the_metric(make_cfg):
     built = build(make_cfg("model=hnn", "dataset=spring", "train.mode=derivatives", "train.loss=l1"))
     data, model = built.dataset.load(), built.model.to(F64)
     split, _ = training_split(data, "derivatives")
-    split = type(split)(x=split.x.to(F64), y=split.y.to(F64))
+    split = Split(x=split.x.to(F64), y=split.y.to(F64))
     pred = model.data_field(torch.zeros((), dtype=F64), split.x)
     loss, metric = _batch_loss(model, data, split, 0.0, 1.0, "derivatives", None, built.train.loss)
     assert loss.item() == pytest.approx((pred - split.y).abs().mean().item())
