@@ -38,7 +38,8 @@ ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless
 # Options added after runs were made, at the value that leaves a run as it was: left out of the
 # config hash at that value, so `train.skip_finished` still recognises the earlier runs.
 HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("train", "loss"): "auto",
-                ("dataset", "random_crop_padding"): 0}
+                ("dataset", "random_crop_padding"): 0, ("model", "damping_final"): None,
+                ("model", "damping_anneal"): 0.8}
 
 
 @dataclass

@@ -213,6 +213,7 @@ def fit(
         if data.augment is not None and mode == "trajectory":  # e.g. random crops of training images
             batch = replace(batch, x=data.augment(batch.x, generator))
         end = steer.sample(t0, t1, generator)
+        model.set_training_progress(progress.iteration / iterations)
         start = time.perf_counter()
         try:
             model.solver.nfe = 0
@@ -264,6 +265,7 @@ def fit(
         if f"test_{name}" in row:
             on_eval(progress)
     bar.close()
+    model.set_training_progress(1.0)  # evaluation and rollouts see the trained model's schedule end
     if progress.status == "running":
         progress.status = "completed"
     if progress.best is not None and not math.isfinite(progress.best):

@@ -124,6 +124,23 @@ def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
     assert torch.equal(pinv.dynamics(torch.zeros(()), z)[:, 1], torch.zeros(4, dtype=F64))
 
 
+def test_lnn_annealed_damping_follows_its_schedule_and_ends_at_the_final_value():
+    formula = lambda q, v: (q**2).sum(-1)  # noqa: E731  ∂²L/∂q̇² = 0: q̈ = 2q / damping shows the damping
+    z = torch.randn(4, 2, dtype=F64)
+    model = _model(LagrangianODE, formula, damping=0.1, damping_final=1e-3, damping_anneal=0.5)
+    damping_now = lambda: (2 * z[:, 0] / model.dynamics(torch.zeros(()), z)[:, 1]).mean().item()  # noqa: E731
+    assert damping_now() == pytest.approx(1e-3)  # a built (or loaded) model is the trained one
+    for fraction, expected in [(0.0, 0.1), (0.25, 1e-2), (0.5, 1e-3), (0.9, 1e-3), (1.0, 1e-3)]:
+        model.set_training_progress(fraction)
+        assert damping_now() == pytest.approx(expected, rel=1e-9)
+    constant = _model(LagrangianODE, formula, damping=0.1)
+    constant.set_training_progress(0.0)
+    assert constant.dynamics.damping == 0.1
+    for bad in (dict(damping_final=0.2), dict(damping_final=0.0), dict(damping_final=1e-3, singular="pinv")):
+        with pytest.raises(ConfigError, match="damping_final"):
+            _model(LagrangianODE, formula, damping=0.1, **bad)
+
+
 def test_hinn_layers_are_symplectic_euler_steps_with_hamiltons_signs():
     model = _model(HamiltonianResNet, lambda q, p: 0.5 * (q**2 + p**2).sum(-1), layers=4).double()
     z0 = torch.tensor([[1.0, 0.5]], dtype=F64)

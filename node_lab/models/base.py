@@ -193,6 +193,11 @@ class ODEModel(nn.Module):
             if m is not self and getattr(m, "forcing_dim", 0):
                 m.forcing = forcing
 
+    def set_training_progress(self, fraction: float) -> None:
+        """Called by the training loop before every step with the fraction of training done
+        (0 → 1; 1 once training has ended), for models with a training-time schedule (the LNN's
+        annealed damping). Default: nothing."""
+
     def velocity_estimate(self, zs: torch.Tensor) -> torch.Tensor | None:
         """What the model offers as the data's velocity along a state trajectory (T, B, d), for
         the interpretability error; None when it has no such coordinate."""

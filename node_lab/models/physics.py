@@ -178,6 +178,11 @@ class LagrangianODE(ODEModel):
     out_dim = 1 (softplus MLP in the paper); ``singular``: the safeguard for a singular
     ∇q̇∇q̇ᵀL: ``damping`` solves with ∇q̇∇q̇ᵀL + ``damping``·I, ``pinv`` uses the pseudo-inverse
     (Cranmer et al.); a non-finite acceleration stops the run with status ``diverged``;
+    ``damping_final``: null (the damping is constant) or the damping training ends with: the
+    damping then shrinks geometrically from ``damping`` to ``damping_final`` over the first
+    ``damping_anneal`` fraction of the iterations and stays there, for evaluation too (a large
+    damping lets training start from a near-singular ∇q̇∇q̇ᵀL; annealing it hands the fit back
+    to the Euler–Lagrange flow of L_θ);
     ``wrap_angles``: feed q mod 2π (angle coordinates); ``state_coordinates``: ``velocity`` (the
     state is [q, q̇])."""
 
@@ -188,6 +193,8 @@ class LagrangianODE(ODEModel):
         lagrangian: Callable[..., nn.Module],
         singular: str = "damping",
         damping: float = 1.0e-6,
+        damping_final: float | None = None,
+        damping_anneal: float = 0.8,
         wrap_angles: bool = False,
         state_coordinates: str = "velocity",
         **common,
@@ -196,12 +203,29 @@ class LagrangianODE(ODEModel):
         _check_state(self, state_coordinates, self.state_kind)
         check_choice("singular", singular, SINGULAR)
         check_number("damping", damping, low=0)
+        if damping_final is not None:
+            check_number("damping_final", damping_final, low=0)
+            if singular != "damping" or not 0 < damping_final <= damping:
+                raise ConfigError("damping_final", damping_final, "anneals the damping down: it needs "
+                                  f"singular=damping and 0 < damping_final <= damping ({damping:g})",
+                                  fix="model.damping_final=null (constant damping)")
+        check_number("damping_anneal", damping_anneal, low=0, high=1)
+        self.damping_start, self.damping_final, self.damping_anneal = damping, damping_final, damping_anneal
         if not isinstance(wrap_angles, bool):
             raise ConfigError("wrap_angles", wrap_angles, "must be true or false", choices=[True, False])
         self.initial = nn.Identity()
         net = _Scalar(self.make("lagrangian", lagrangian, in_dim=self.state_dim, out_dim=1))
-        self.dynamics = LagrangianField(net, singular, damping, wrap_angles)
+        # a built (or loaded) model is the trained one: annealed damping at its final value
+        self.dynamics = LagrangianField(net, singular, damping if damping_final is None else damping_final,
+                                        wrap_angles)
         self.build_head()
 
     def initial_state(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         return x
+
+    def set_training_progress(self, fraction: float) -> None:
+        """The annealed damping at ``fraction`` of training (see ``damping_final``)."""
+        if self.damping_final is None:
+            return
+        done = 1.0 if self.damping_anneal == 0 else min(fraction / self.damping_anneal, 1.0)
+        self.dynamics.damping = self.damping_start * (self.damping_final / self.damping_start) ** done
