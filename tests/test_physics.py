@@ -124,6 +124,16 @@ def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
     assert torch.equal(pinv.dynamics(torch.zeros(()), z)[:, 1], torch.zeros(4, dtype=F64))
 
 
+def test_learned_energy_of_known_hamiltonian_and_lagrangian_is_the_energy():
+    z = torch.randn(5, 3, 4, dtype=F64)  # (T, B, 2n) with n = 2
+    q, v = z.chunk(2, dim=-1)
+    energy = 0.5 * (v**2).sum(-1) + (1 - torch.cos(q)).sum(-1)  # pendulums: ½q̇² + (1 − cos q)
+    lnn = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) - (1 - torch.cos(q)).sum(-1), data_dim=4)
+    assert torch.allclose(lnn.learned_energy(z), energy, rtol=0, atol=1e-12)
+    hnn = _model(HamiltonianODE, lambda q, p: 0.5 * (p**2).sum(-1) + (1 - torch.cos(q)).sum(-1), data_dim=4)
+    assert torch.allclose(hnn.learned_energy(z), energy, rtol=0, atol=1e-12)
+
+
 def test_lnn_annealed_damping_follows_its_schedule_and_ends_at_the_final_value():
     formula = lambda q, v: (q**2).sum(-1)  # noqa: E731  ∂²L/∂q̇² = 0: q̈ = 2q / damping shows the damping
     z = torch.randn(4, 2, dtype=F64)

@@ -223,6 +223,20 @@ class LagrangianODE(ODEModel):
     def initial_state(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         return x
 
+    def learned_energy(self, z: torch.Tensor) -> torch.Tensor:
+        """E_θ = q̇·∂L_θ/∂q̇ − L_θ of states (…, 2n): the energy the Euler–Lagrange flow of L_θ
+        conserves (without damping)."""
+        flat = z.reshape(-1, z.shape[-1])
+        n = flat.shape[1] // 2
+        lagrangian = self.dynamics.lagrangian
+        scalar = lambda z1: lagrangian(torch.zeros((), dtype=z1.dtype), z1[None])[0]  # noqa: E731
+
+        def energy(z1: torch.Tensor) -> torch.Tensor:
+            return (z1[n:] * grad(scalar)(z1)[n:]).sum() - scalar(z1)
+
+        with torch.enable_grad():
+            return vmap(energy)(flat).reshape(z.shape[:-1]).detach()
+
     def set_training_progress(self, fraction: float) -> None:
         """The annealed damping at ``fraction`` of training (see ``damping_final``)."""
         if self.damping_final is None:
