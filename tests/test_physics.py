@@ -130,6 +130,9 @@ def test_learned_energy_of_known_hamiltonian_and_lagrangian_is_the_energy():
     energy = 0.5 * (v**2).sum(-1) + (1 - torch.cos(q)).sum(-1)  # pendulums: ½q̇² + (1 − cos q)
     lnn = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) - (1 - torch.cos(q)).sum(-1), data_dim=4)
     assert torch.allclose(lnn.learned_energy(z), energy, rtol=0, atol=1e-12)
+    wrapped = _model(LagrangianODE, lambda q, v: 0.5 * (v**2).sum(-1) - q.abs().sum(-1), data_dim=4, wrap_angles=True)
+    shifted = z + torch.cat([torch.full_like(q, 2 * math.pi), torch.zeros_like(v)], -1)  # L sees q mod 2π
+    assert torch.allclose(wrapped.learned_energy(shifted), wrapped.learned_energy(z), rtol=0, atol=1e-9)
     hnn = _model(HamiltonianODE, lambda q, p: 0.5 * (p**2).sum(-1) + (1 - torch.cos(q)).sum(-1), data_dim=4)
     assert torch.allclose(hnn.learned_energy(z), energy, rtol=0, atol=1e-12)
 

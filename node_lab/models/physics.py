@@ -228,6 +228,8 @@ class LagrangianODE(ODEModel):
         conserves (without damping)."""
         flat = z.reshape(-1, z.shape[-1])
         n = flat.shape[1] // 2
+        if self.dynamics.wrap_angles:  # L sees q mod 2π, as in the field
+            flat = torch.cat([torch.remainder(flat[:, :n] + torch.pi, 2 * torch.pi) - torch.pi, flat[:, n:]], 1)
         lagrangian = self.dynamics.lagrangian
         scalar = lambda z1: lagrangian(torch.zeros((), dtype=z1.dtype), z1[None])[0]  # noqa: E731
 
