@@ -122,6 +122,12 @@ def test_lnn_singular_hessian_is_a_divergence_not_a_crash():
     assert torch.allclose(damped.dynamics(torch.zeros(()), z)[:, 1], 2 * z[:, 0] / 0.5)
     pinv = _model(LagrangianODE, lambda q, v: (q**2).sum(-1), singular="pinv")
     assert torch.equal(pinv.dynamics(torch.zeros(()), z)[:, 1], torch.zeros(4, dtype=F64))
+    # a bug (here a float32 network fed float64 states) stays a bug, not a "singular Hessian"
+    net = nn.Linear(2, 1)
+    float32 = _model(LagrangianODE, lambda q, v: net(torch.cat([q, v], -1))[..., 0])
+    with pytest.raises(RuntimeError, match="dtype") as caught:
+        float32.dynamics(torch.zeros(()), z)
+    assert not isinstance(caught.value, FloatingPointError)
 
 
 def test_learned_energy_of_known_hamiltonian_and_lagrangian_is_the_energy():

@@ -143,7 +143,7 @@ def euler_lagrange(lagrangian: Callable[[torch.Tensor, torch.Tensor], torch.Tens
 
     try:
         acc = vmap(one)(q, qdot)
-    except RuntimeError as err:  # torch.linalg's "singular matrix" error
+    except torch.linalg.LinAlgError as err:  # "singular matrix"; other RuntimeErrors (dtype, shape) are bugs
         raise FloatingPointError(f"singular Hessian d2L/dqdot2 ({str(err).splitlines()[0]}); "
                                  "try model.singular=pinv or a larger model.damping") from None
     if not torch.isfinite(acc).all():
