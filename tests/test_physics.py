@@ -350,7 +350,7 @@ def test_sonode_qv_state_is_the_mechanical_state(make_cfg):
     pred = model(x, torch.tensor([0.0, 0.1], dtype=F64))
     assert pred.shape == (2, 3, 8) and torch.equal(pred[0], x)  # read back as [q, v] at t0
     test = Split(x=data.test.x.to(F64), y=data.test.y.to(F64), times=data.test.times.to(F64),
-                           velocity=data.test.velocity.to(F64))
+                 velocity=data.test.velocity.to(F64))
     v = model.trajectory(test.x, test.times)[:, :, 4:8]  # the velocity half of the state
     expected = ((v - test.velocity[..., :4]) ** 2).mean().item()  # against qdot, not [qdot, qddot]
     assert interpretability_error(model, test) == pytest.approx(expected)

@@ -160,16 +160,21 @@ class LagrangianField(nn.Module):
         self.lagrangian = lagrangian
         self.singular, self.damping, self.wrap_angles = singular, damping, wrap_angles
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def coordinates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, q̇) of states (B, 2n) as L sees them."""
         q, qdot = z.chunk(2, dim=1)
         if self.wrap_angles:  # L is then 2π-periodic in q (angles), as in Cranmer et al.
             q = torch.remainder(q + torch.pi, 2 * torch.pi) - torch.pi
+        return q, qdot
 
-        def scalar(q1: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
-            return self.lagrangian(t, torch.cat([q1, v1])[None])[0]
+    def per_sample(self, t: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """L(q, q̇) of one sample, (n,), (n,) → (), for torch.func."""
+        return lambda q1, v1: self.lagrangian(t, torch.cat([q1, v1])[None])[0]
 
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        q, qdot = self.coordinates(z)
         with torch.enable_grad():  # torch.func needs autograd even when evaluating
-            acc = euler_lagrange(scalar, q, qdot, self.singular, self.damping)
+            acc = euler_lagrange(self.per_sample(t), q, qdot, self.singular, self.damping)
         return torch.cat([qdot, acc], dim=1)
 
 
@@ -226,18 +231,14 @@ class LagrangianODE(ODEModel):
     def learned_energy(self, z: torch.Tensor) -> torch.Tensor:
         """E_θ = q̇·∂L_θ/∂q̇ − L_θ of states (…, 2n): the energy the Euler–Lagrange flow of L_θ
         conserves (without damping)."""
-        flat = z.reshape(-1, z.shape[-1])
-        n = flat.shape[1] // 2
-        if self.dynamics.wrap_angles:  # L sees q mod 2π, as in the field
-            flat = torch.cat([torch.remainder(flat[:, :n] + torch.pi, 2 * torch.pi) - torch.pi, flat[:, n:]], 1)
-        lagrangian = self.dynamics.lagrangian
-        scalar = lambda z1: lagrangian(torch.zeros((), dtype=z1.dtype), z1[None])[0]  # noqa: E731
+        q, qdot = self.dynamics.coordinates(z.reshape(-1, z.shape[-1]))
+        lagrangian = self.dynamics.per_sample(torch.zeros((), dtype=z.dtype))
 
-        def energy(z1: torch.Tensor) -> torch.Tensor:
-            return (z1[n:] * grad(scalar)(z1)[n:]).sum() - scalar(z1)
+        def energy(q1: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+            return (v1 * grad(lagrangian, argnums=1)(q1, v1)).sum() - lagrangian(q1, v1)
 
         with torch.enable_grad():
-            return vmap(energy)(flat).reshape(z.shape[:-1]).detach()
+            return vmap(energy)(q, qdot).reshape(z.shape[:-1]).detach()
 
     def set_training_progress(self, fraction: float) -> None:
         """The annealed damping at ``fraction`` of training (see ``damping_final``)."""
