@@ -21,11 +21,11 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
 from node_lab.errors import ConfigError, check_number
-from node_lab.grid import GRID_METHODS, GridIntegrator
+from node_lab.solvers.grid import GRID_METHODS, GridIntegrator
 
 # scipy_solver has no autograd: it cannot train a model, so it is not offered.
 SYMPLECTIC = ["leapfrog", "symplectic_euler"]
-# grid_* (node_lab.grid): fixed-step RK methods stepping on the requested time grid.
+# grid_* (node_lab.solvers.grid): fixed-step RK methods stepping on the requested time grid.
 METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC + GRID_METHODS
 FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
                                           "explicit_adams", "implicit_adams", "fixed_adams", *SYMPLECTIC)]
@@ -94,7 +94,7 @@ class Solver:
     - ``adjoint``: gradients by the adjoint method instead of backprop through the solver.
     - ``adjoint_seminorm``: Kidger et al.'s seminorm for the adjoint's step control.
     - ``t0``, ``t1``: integration interval of end-state tasks (``null``: the task's own, [0, 1]).
-    - ``substeps``, ``compile_chunk``: ``grid_*`` methods only (:mod:`node_lab.grid`): equal steps
+    - ``substeps``, ``compile_chunk``: ``grid_*`` methods only (:mod:`node_lab.solvers.grid`): equal steps
       per interval of the output grid, and K grid intervals per ``torch.compile``-d chunk (null:
       eager). The adjoint is not offered for them (backprop through the steps).
     """
