@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from node_lab.augmentation import Augmentation
 from node_lab.datasets.base import Dataset, Task
 from node_lab.device import Device
-from node_lab.errors import ConfigError, check_choice, check_number
+from node_lab.errors import SEED_MAX, ConfigError, check_choice, check_number
 from node_lab.models.base import ODEModel
 from node_lab.optim import Phases
 from node_lab.solvers import Solver
@@ -127,28 +129,79 @@ def _group(cfg: DictConfig, group: str, **runtime):
         cause = err.__cause__
         if isinstance(cause, ConfigError):
             raise cause.with_prefix(group) from None
-        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
-            bad = str(cause).split("'")[-2]
-            target = node.get("_target_", "")
-            raise ConfigError(f"{group}.{bad}", node.get(bad), f"not a parameter of {target}",
-                              choices=[p for p in _parameters(target) if p not in runtime],
-                              fix=f"remove or correct {group}.{bad}") from None
+        if isinstance(cause, TypeError):
+            unknown = unknown_parameter(node, group, cause, exclude=runtime)
+            if unknown is not None:
+                raise unknown from None
         raise ConfigError(group, node.get("_target_"), str(cause or err).splitlines()[0]) from None
     except ConfigError as err:  # raised outside a _target_ call (e.g. by a partial's checks)
         raise err.with_prefix(group) from None
 
 
-def _parameters(target: str) -> list[str]:
-    """Constructor parameters of ``target`` and of the bases its ``**common`` passes on to."""
+_UNEXPECTED = re.compile(r"(?:(?P<cls>\w+)\.__init__|(?P<fn>\w+))\(\) (?:got an unexpected keyword argument "
+                         r"'(?P<key>\w+)'|takes no arguments)")
+
+
+def unknown_parameter(node: DictConfig, group: str, err: TypeError, exclude=()) -> ConfigError | None:
+    """The one-line error for a TypeError about a key the target does not take, named at the level
+    of the config where it sits (``model.field.hidden`` for a key of a swapped nested ``_target_``,
+    not ``model.hidden``); None when the TypeError is not about a config key."""
+    match = _UNEXPECTED.search(str(err))
+    if match is None:
+        return None
+    name, key = match["cls"] or match["fn"], match["key"]
+    for path, sub in _targets(node):
+        if str(sub.get("_target_", "")).rpartition(".")[2] != name:
+            continue
+        keys = [k for k in sub if not str(k).startswith("_")]
+        bad = key if key in keys else (keys[0] if key is None and keys else None)
+        if bad is None:
+            continue
+        full = ".".join(p for p in (group, path, bad) if p)
+        partial = bool(sub.get("_partial_", False))  # called later with runtime dims: list its own keys
+        choices = [p for p in _parameters(sub["_target_"], defaults_only=partial) if p not in exclude]
+        return ConfigError(full, sub.get(bad), f"not a parameter of {sub['_target_']}"
+                           + ("" if choices else ", which takes no keys"), choices=choices or None,
+                           fix=f"remove or correct {full}")
+    return None
+
+
+def _targets(node, path: str = ""):
+    """(dotted path, node) of every mapping with a ``_target_`` in ``node``, outermost first."""
+    if isinstance(node, (dict, DictConfig)):
+        if "_target_" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _targets(value, f"{path}.{key}" if path else str(key))
+
+
+def _parameters(target: str, defaults_only: bool = False) -> list[str]:
+    """Constructor parameters of ``target`` and of the bases its ``**common`` passes on to
+    (``defaults_only``: those with a default, i.e. not the dims a model passes to a factory)."""
     try:
         module, _, name = target.rpartition(".")
         obj = getattr(__import__(module, fromlist=[name]), name)
         classes = obj.__mro__ if inspect.isclass(obj) else [obj]
-        names = [p for c in classes if c is not object
-                 for p in inspect.signature(c.__init__ if inspect.isclass(c) else c).parameters]
+        params = [p for c in classes if c is not object
+                  for p in inspect.signature(c.__init__ if inspect.isclass(c) else c).parameters.values()]
+        names = [p.name for p in params if not defaults_only or p.default is not inspect.Parameter.empty]
         return list(dict.fromkeys(p for p in names if p not in ("self", "args", "kwargs", "common")))
     except Exception:  # a listing is a courtesy; the error itself is already clear
         return []
+
+
+def check_finite(config: dict, prefix: str = "") -> None:
+    """No NaN or infinity anywhere in the config: a number that is not finite is never a setting
+    (``solver.rtol=nan`` would otherwise surface as "underflow in dt" mid-run)."""
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_finite(value, path + ".")
+        elif isinstance(value, list):
+            check_finite({f"[{i}]": v for i, v in enumerate(value)}, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(path.replace(".[", "["), value, "must be a finite number",
+                              fix=f"set {path.replace('.[', '[')} to a finite value")
 
 
 def seed_everything(seed: int) -> None:
@@ -188,6 +241,45 @@ def check_combination(dataset: Dataset, solver: Solver, steer: EndTimeSampler, m
     return t0, t1
 
 
+# Messages of torch errors that say a network was handed a tensor of the wrong shape.
+_SHAPE_ERRORS = ("shape", "size", "Expected", "dimension", "must match", "mat1 and mat2", "channels")
+
+
+def check_model_takes_data(model: ODEModel, dataset: Dataset, t0: float, t1: float) -> None:
+    """Run the model once on two zero samples of the dataset's shape over a short interval, so a
+    model that cannot take the data (a conv field on vectors, a vector field on images) is a
+    one-line error before the run starts instead of a conv2d/matmul traceback after it."""
+    from node_lab.datasets.base import Forcing
+
+    if dataset.task == Task.trajectory and not model.trajectory_tasks:
+        raise ConfigError("model", type(model).__name__, f"is a network for end-state tasks; {dataset.describe()} "
+                          "is a trajectory task", fix="model=node (or an end-state dataset such as "
+                          "dataset=nested_spheres)")
+    shape = tuple(dataset.data_shape or (dataset.data_dim,))
+    x = torch.zeros(2, *shape)
+    v0 = torch.zeros(2, dataset.data_dim) if dataset.has_velocity else None
+    if model.forcing_dim():
+        model.set_forcing(Forcing(torch.tensor([t0, t1 + 1.0]), torch.zeros(2, model.forcing_dim())))
+    try:
+        model(x, torch.tensor([t0, t0 + 1e-3 * (t1 - t0)]), v0)
+    except (RuntimeError, ValueError, IndexError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, torch.linalg.LinAlgError) or not any(word in text for word in _SHAPE_ERRORS):
+            return  # not about shapes (a singular Hessian at the zero state, ...): the run itself decides
+        raise _data_mismatch(model.describe_networks(), dataset, text) from None
+    finally:
+        model.solver.nfe = 0
+        if model.forcing_dim():
+            model.set_forcing(None)
+
+
+def _data_mismatch(model: str, dataset: Dataset, text: str) -> ConfigError:
+    shape = tuple(dataset.data_shape or (dataset.data_dim,))
+    return ConfigError("model", model, f"cannot take the data of {dataset.describe()} (per-sample shape {shape}): "
+                       f"{text}", fix=("an image model: model=odenet or model=conv_node" if len(shape) > 1 else
+                                       "a vector model: model=node, anode or sonode"))
+
+
 def check_train_loss(loss: str, dataset: Dataset) -> None:
     """``train.loss`` mse or l1 needs regression targets (labels train with their own loss)."""
     if loss != "auto" and dataset.loss != "mse":
@@ -216,7 +308,8 @@ def check_train_mode(mode: str, dataset: Dataset, model: ODEModel) -> None:
 def build(cfg: DictConfig) -> Built:
     """Validate and instantiate every group. Cheap: no data is loaded (``dataset.load()`` is
     the job's first step), so a whole sweep can be checked before any job starts."""
-    check_number("seed", cfg.seed, kind=int, low=0)
+    check_number("seed", cfg.seed, kind=int, low=0, high=SEED_MAX)
+    check_finite(OmegaConf.to_container(cfg, resolve=True))
     seed_everything(cfg.seed)
     dataset: Dataset = _group(cfg, "dataset")
     augmentation: Augmentation = _group(cfg, "augmentation")
@@ -233,8 +326,14 @@ def build(cfg: DictConfig) -> Built:
         raise ConfigError(f"train.{bad}", cfg.train.get(bad), "unknown key",
                           choices=list(TrainSettings.__dataclass_fields__)) from None
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
-    model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
-                             solver=solver, augmentation=augmentation, data_shape=dataset.data_shape).initialise()
+    try:
+        model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
+                                 solver=solver, augmentation=augmentation, data_shape=dataset.data_shape).initialise()
+    except ConfigError as err:  # e.g. a conv encoder that probes its input shape on vector data
+        if err.key != "model" or not any(word in err.problem for word in _SHAPE_ERRORS):
+            raise
+        raise _data_mismatch(str(err.value).rpartition(".")[2], dataset, err.problem) from None
+    check_model_takes_data(model, dataset, t0, t1)
     check_train_mode(train.mode, dataset, model)
     check_train_loss(train.loss, dataset)
     if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
@@ -253,6 +352,11 @@ def build(cfg: DictConfig) -> Built:
         raise err.with_prefix("train" if err.key == "iterations" else "optim") from None
     except ValueError as err:  # torch's own range checks of the remaining keys
         raise ConfigError("optim", cfg.optim.get("_target_"), str(err).splitlines()[0]) from None
+    except TypeError as err:  # a key the optimiser does not take (+optim.foo=1)
+        unknown = unknown_parameter(cfg.optim, "optim", err, exclude=("params",))
+        if unknown is None:
+            raise
+        raise unknown from None
     config = OmegaConf.to_container(cfg, resolve=True)
     return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, train,
                  t0, t1, config)

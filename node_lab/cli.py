@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from node_lab import __version__
-from node_lab.errors import ConfigError
+from node_lab.errors import ConfigError, closest_first
 
 log = logging.getLogger("node_lab")
 
@@ -157,9 +157,12 @@ def preflight(args: list[str]) -> int:
             if multirun:
                 parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
                 jobs = BasicSweeper.split_arguments(parsed, None)[0]
+            known = set(compose("config").keys()) | set(loader.list_groups(""))
             for job in jobs:
                 try:
-                    build(compose("config", overrides=job))
+                    cfg = compose("config", overrides=job)
+                    check_top_level(cfg, known, job)
+                    build(cfg)
                 except Exception as err:
                     message = describe_error(err, job, loader)
                     if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -173,6 +176,19 @@ def preflight(args: list[str]) -> int:
     finally:
         GlobalHydra.instance().clear()
     return 0
+
+
+def check_top_level(cfg: DictConfig, known: set[str], overrides: list[str]) -> None:
+    """A top-level key that neither the primary config nor a config group defines (``+lr=0.1``,
+    ``+foo=1``) is a typo that would otherwise be carried along silently."""
+    for key in cfg:
+        if key not in known and key != "hydra":
+            typed = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), None)
+            value = typed.split("=", 1)[1] if typed and "=" in typed else cfg[key]
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(str(key), value, "unknown top-level key", choices=sorted(known),
+                              fix=hint + "keys of a group go under it, e.g. optim.lr=0.01")
 
 
 def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
@@ -192,9 +208,8 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
                                "not installed", choices=sorted(err.options or []),
                                fix=f'pip install "node-lab[{extra}]"' if extra else "install the Hydra plugin"
                                ).message()
-        if group and err.options is not None:
-            return ConfigError(group.replace("/", "."), option, f"unknown {group} option",
-                               choices=sorted(err.options), fix=f"{group}={sorted(err.options)[0]}").message()
+        if group:
+            return _unknown_option(err.missing_cfg_file, overrides, loader).message()
         return first
     if isinstance(err, ConfigCompositionException) and first.startswith("Could not override '"):
         key = first.split("'")[1]
@@ -219,6 +234,41 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
     if isinstance(err, (OverrideParseException, HydraException, OmegaConfBaseException)):
         return first
     return None
+
+
+def _unknown_option(missing: str, overrides: list[str], loader) -> ConfigError:
+    """The error for a config group option that does not exist (``model=sonod``, a nested preset
+    ``experiment=sonode/compact_parity``): the key and value as typed, the options of the deepest
+    folder that exists (closest first) and the closest option as the fix."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    typed = next(((k, v) for k, v in (o.split("=", 1) for o in overrides if "=" in o)
+                  if f"{k.lstrip('+~').replace('.', '/')}/{v}" == missing), None)
+    key, value = typed if typed else (missing.rpartition("/")[0], missing.rpartition("/")[2])
+    group = key.lstrip("+~").replace(".", "/")
+    loader = loader or GlobalHydra.instance().config_loader()
+    folder, rest = group, value.split("/")
+    while len(rest) > 1 and rest[0] in loader.list_groups(folder):
+        folder, rest = f"{folder}/{rest[0]}", rest[1:]  # descend into the subfolders that exist
+    prefix = folder[len(group) + 1:] + "/" if folder != group else ""
+    options = [prefix + o for o in loader.get_group_options(folder)]
+    options += [prefix + g + "/…" for g in loader.list_groups(folder)]
+    ranked = closest_first(value, options)
+    best = _closest_option(folder, rest, loader)
+    listing = f"ls conf/{folder}" + (f" lists all {len(ranked)}" if len(ranked) > 12 else "")
+    fix = f"{key}={prefix}{best} ({listing})" if best else listing
+    return ConfigError(key, value, f"no such {group} option in conf/{folder}/", choices=ranked[:12], fix=fix)
+
+
+def _closest_option(folder: str, parts: list[str], loader) -> str | None:
+    """The option path under ``folder`` closest to the typed ``parts`` (descending into the
+    closest subfolder while more parts follow); None when nothing is close."""
+    if len(parts) > 1:
+        sub = difflib.get_close_matches(parts[0], loader.list_groups(folder), n=1, cutoff=0.6)
+        inner = _closest_option(f"{folder}/{sub[0]}", parts[1:], loader) if sub else None
+        return f"{sub[0]}/{inner}" if inner else None
+    close = difflib.get_close_matches(parts[0], loader.get_group_options(folder), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _options_with_key(group: str, leaf: str, overrides: list[str]) -> tuple[str, list[str]] | None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Iterable
+
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes seeds in [0, 2**64)
 
 
 class ConfigError(ValueError):
@@ -20,22 +24,26 @@ class ConfigError(ValueError):
         *,
         choices: Iterable[object] | None = None,
         fix: str | None = None,
+        absolute: bool = False,
     ) -> None:
         self.key = key
         self.value = value
         self.problem = problem
         self.choices = list(choices) if choices is not None else None
         self.fix = fix
+        self.absolute = absolute  # the key is not a config key (an environment variable, a file): no prefix
         super().__init__(self.message())
 
     def with_prefix(self, group: str) -> ConfigError:
+        if self.absolute:
+            return self
         key = self.key if self.key.startswith(group + ".") else f"{group}.{self.key}"
         return ConfigError(key, self.value, self.problem, choices=self.choices, fix=self.fix)
 
     def message(self) -> str:
         parts = [f"{self.key}={_fmt(self.value)}: {self.problem}"]
         if self.choices is not None:
-            parts.append("valid: " + ", ".join(_fmt(c) for c in self.choices))
+            parts.append("valid: " + ", ".join(_fmt(c) for c in closest_first(self.value, self.choices)))
         if self.fix:  # "{key}" in a fix stands for the full key, known only once prefixed
             parts.append("fix: " + self.fix.replace("{key}", self.key))
         return "; ".join(parts)
@@ -51,10 +59,34 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def closest_first(value: object, choices: Iterable[object]) -> list[object]:
+    """``choices`` with the ones most like ``value`` first (a typo's intended option leads the
+    list); the given order among equally close ones. Non-string values keep the given order."""
+    choices = list(choices)
+    if not isinstance(value, str) or len(choices) < 2:
+        return choices
+    text = value.lower()
+
+    def score(choice: object) -> float:
+        other = _fmt(choice).lower()
+        return difflib.SequenceMatcher(None, text, other).ratio() + (0.5 if text and other.startswith(text[:3]) else 0)
+
+    scores = [score(c) for c in choices]
+    if max(scores) < 0.5:  # nothing alike: the component's own order (its default first) says more
+        return choices
+    order = sorted(range(len(choices)), key=lambda i: (-scores[i], i))
+    return [choices[i] for i in order]
+
+
+def closest(value: object, choices: Iterable[object]) -> object:
+    """The choice most like ``value`` (the first one for non-string values)."""
+    return closest_first(value, choices)[0]
+
+
 def check_choice(key: str, value: object, choices: Iterable[object]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(key, value, "unknown choice", choices=choices, fix="{key}=" + _fmt(choices[0]))
+        raise ConfigError(key, value, "unknown choice", choices=choices, fix="{key}=" + _fmt(closest(value, choices)))
 
 
 def check_number(
@@ -75,8 +107,11 @@ def check_number(
         ok_type = isinstance(value, int) and not isinstance(value, bool)
     if not ok_type:
         raise ConfigError(key, value, f"must be {'an integer' if kind is int else 'a number'}")
+    if not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number", fix="set {key} to a finite value")
+    bound = (lambda b: str(b)) if kind is int else (lambda b: f"{b:g}")  # noqa: E731  (2**64 - 1 in full)
     if low is not None and (value <= low if low_open else value < low):
         rel = ">" if low_open else ">="
-        raise ConfigError(key, value, f"must be {rel} {low:g}", fix=f"set {{key}} {rel} {low:g}")
+        raise ConfigError(key, value, f"must be {rel} {bound(low)}", fix=f"set {{key}} {rel} {bound(low)}")
     if high is not None and value > high:
-        raise ConfigError(key, value, f"must be <= {high:g}", fix=f"set {{key}} <= {high:g}")
+        raise ConfigError(key, value, f"must be <= {bound(high)}", fix=f"set {{key}} <= {bound(high)}")

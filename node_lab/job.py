@@ -74,7 +74,10 @@ def _finished(built: Built, run_dir: Path) -> dict | None:
 
 
 def _load_data(built: Built) -> Data:
-    data = built.dataset.load()
+    try:
+        data = built.dataset.load()
+    except ConfigError as err:  # a data file found faulty only when read: named like a build-time error
+        raise err.with_prefix("dataset") from None
     dev, dtype = built.device.torch_device, built.device.dtype
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
     data.extra = {name: split.to(dev, dtype) for name, split in data.extra.items()}

@@ -72,7 +72,11 @@ class Phases(Wrapped):
         self.lengths: list[int | None] = []
         for i, phase in enumerate(phases):
             unknown = set(phase) - {"optimizer", "iterations"}
-            if unknown or not callable(phase.get("optimizer")):
+            if unknown:
+                bad = sorted(unknown)[0]
+                raise ConfigError(f"phases[{i}].{bad}", phase[bad], "not a key of an optimiser phase",
+                                  choices=["optimizer", "iterations"], fix=f"remove optim.phases[{i}].{bad}")
+            if not callable(phase.get("optimizer")):
                 raise ConfigError(f"phases[{i}]", dict(phase), "each phase is {optimizer: <partial torch "
                                   "optimiser with _target_ and _partial_: true>, iterations: N}",
                                   choices=["optimizer", "iterations"])

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from node_lab.errors import check_choice, check_number
+from node_lab.errors import ConfigError, check_choice, check_number
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ class WandbLogger(RunLogger):
         check_choice("mode", mode, WANDB_MODES)
         check_number("init_timeout", init_timeout, low=0, low_open=True)
         env_mode = os.environ.get("WANDB_MODE")
-        if env_mode:
-            check_choice("WANDB_MODE (environment)", env_mode, WANDB_MODES + ["dryrun", "run"])
+        if env_mode and env_mode not in WANDB_MODES + ["dryrun", "run"]:
+            raise ConfigError("WANDB_MODE", env_mode, "unknown W&B mode in the environment (it overrides logger.mode)",
+                              choices=WANDB_MODES, fix="unset WANDB_MODE, or export WANDB_MODE=offline",
+                              absolute=True)
         self.mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode) if env_mode else mode
         self.project, self.entity = project, entity
         self.tags = list(tags or [])

@@ -91,7 +91,7 @@ BAD = [
     (["model=sonod"], "model=sonod", "sonode"),
     (["augmentation.dim=-1"], "augmentation.dim=-1", "must be >= 0"),
     (["steer=uniform", "steer.b=1.5"], "steer.b=1.5", "0 < b < T - t0"),
-    (["solver.method=foo"], "solver.method=foo", "valid: dopri8"),
+    (["solver.method=dopr5"], "solver.method=dopr5", "valid: dopri5"),  # closest first
     (["model.readout.dims=velocity"], "model.readout.dims=velocity", "valid: data, all"),
     (["dataset=sine", "steer=uniform"], "steer=uniform", "valid: off"),
     (["-m", "augmentation.dim=0,1,x"], "augmentation.dim=x", "must be an integer"),

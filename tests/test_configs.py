@@ -29,6 +29,8 @@ def _sweep_params(option: str) -> dict:
 SWEEPS = {o: params for o in options("experiment") if (params := _sweep_params(o))}
 # Options that need image data (conv fields, conv encoders) are built on MNIST.
 NEEDS_IMAGES = {("model", "conv_node"), ("model", "odenet")}
+# Image datasets are built with an image model (the default MLP field cannot take images: a preflight error).
+NEEDS_IMAGE_MODEL = {("dataset", "mnist"), ("dataset", "cifar10"), ("dataset", "svhn")}
 
 
 def _build_or_expected_error(cfg):
@@ -68,6 +70,7 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
         assert 'pip install "node-lab[optuna]"' in describe_error(err.value, [], None)
         return
     extra = ["dataset=mnist"] if (group, option) in NEEDS_IMAGES else []
+    extra += ["model=conv_node"] if (group, option) in NEEDS_IMAGE_MODEL else []
     cfg = make_cfg(f"{group}={option}", *extra)
     if group == "device" and option == "cuda" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):

@@ -75,6 +75,11 @@ class TorchvisionImages(Dataset):
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             raise ConfigError("root", str(self.root), str(err).splitlines()[0],
                               fix="check paths.data_dir (env NODE_LAB_DATA)") from None
+        except (AssertionError, ValueError, OSError, EOFError) as err:  # torchvision's readers assert on bad files
+            detail = str(err).splitlines()[0] if str(err).strip() else "bad header or truncated data"
+            raise ConfigError("root", str(self.root), f"the {IMAGE_SETS[self.name][0]} files there are unreadable "
+                              f"({type(err).__name__}: {detail})", fix="replace the corrupt files (or delete them and "
+                              "set dataset.download=true)") from None
         images = torch.as_tensor(np.asarray(ds.data))
         labels = torch.as_tensor(np.asarray(getattr(ds, "targets", getattr(ds, "labels", None))), dtype=torch.long)
         if images.dim() == 3:  # (N, H, W) greyscale
@@ -83,7 +88,10 @@ class TorchvisionImages(Dataset):
             images = images.permute(0, 3, 1, 2)
         return images.float() / 255.0, labels
 
-    def _take(self, x: torch.Tensor, y: torch.Tensor, n: int | None, g: torch.Generator) -> Split:
+    def _take(self, x: torch.Tensor, y: torch.Tensor, n: int | None, g: torch.Generator, key: str) -> Split:
+        if n is not None and n > len(x):  # never silently fewer samples than asked for
+            raise ConfigError(key, n, f"{self.name} has {len(x)} images in {self.root}", fix=f"dataset.{key}<={len(x)} "
+                              "(or null for all)")
         if n is not None and n < len(x):
             index = torch.arange(n) if self.subset == "first" else torch.randperm(len(x), generator=g)[:n]
             x, y = x[index], y[index]
@@ -91,8 +99,8 @@ class TorchvisionImages(Dataset):
 
     def load(self) -> Data:
         g = self.generator()
-        train = self._take(*self._read(True), self.n_train, g)
-        test = self._take(*self._read(False), self.n_test, g)
+        train = self._take(*self._read(True), self.n_train, g, "n_train")
+        test = self._take(*self._read(False), self.n_test, g, "n_test")
         if self.normalize == "standard":
             mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
             std = train.x.std(dim=(0, 2, 3), keepdim=True)

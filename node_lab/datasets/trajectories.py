@@ -19,6 +19,7 @@ input/output records such as silverbox and the F16 ground-vibration test).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -263,11 +264,13 @@ class SystemIdentificationCSV(TrajectoryDataset):
                     if col not in header:
                         raise bad(f"has no column {col!r} (columns: {', '.join(h for h in header if h)})")
                 cols = [header.index(self.input_column), header.index(self.output_column)]
-                table = np.genfromtxt(self.path, delimiter=",", skip_header=1, usecols=cols,
-                                      max_rows=self.n_test, dtype=np.float64)
+                with warnings.catch_warnings():  # an empty body is reported below, not as a numpy warning
+                    warnings.simplefilter("ignore")
+                    table = np.genfromtxt(self.path, delimiter=",", skip_header=1, usecols=cols,
+                                          max_rows=self.n_test, dtype=np.float64)
             except (OSError, ValueError, UnicodeDecodeError) as err:
                 raise bad(f"unreadable as CSV ({str(err).splitlines()[0]})") from None
-            table = np.atleast_2d(table)
+            table = table.reshape(-1, 2)  # (rows, [input, output]); 0 rows for a header-only file
             if table.shape[0] < self.n_test or not np.isfinite(table).all():
                 raise bad(f"needs {self.n_test} complete numeric rows, found {int(np.isfinite(table).all(1).sum())}")
             table = (table - table[: self.n_train].mean(0)) * self.scale

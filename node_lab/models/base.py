@@ -203,6 +203,16 @@ class ODEModel(nn.Module):
         the interpretability error; None when it has no such coordinate."""
         return None
 
+    # Whether the model can fit trajectory data (its trajectory() is a flow in time); discrete
+    # networks for end-state tasks set it False and build refuses them on trajectory datasets.
+    trajectory_tasks: bool = True
+
+    def describe_networks(self) -> str:
+        """The model class and its field's class, e.g. ``FirstOrderODE(field=ConvField)``."""
+        field = self.dynamics[0] if isinstance(self.dynamics, nn.ModuleList) else self.dynamics
+        inner = getattr(field, "accel", field)  # SONODE wraps its acceleration field
+        return f"{type(self).__name__}(field={type(inner).__name__})"
+
     def describe(self) -> str:
         return (f"{type(self).__name__} state={self.state_dim} {self.augmentation.describe()} "
                 f"readout={self.read_mode}->{self.head_kind}")

@@ -23,6 +23,8 @@ class DiscreteResNet(ODEModel):
     (Dupont: an MLP of width 32); ``num_layers``: residual blocks (Dupont: 5); the rest as in
     :class:`ODEModel`. Block l sees t_l = l / num_layers when its field is time-dependent."""
 
+    trajectory_tasks = False  # its "trajectory" is the block outputs, not a flow in time
+
     def __init__(self, field: Callable[..., nn.Module], num_layers: int = 5, **common) -> None:
         super().__init__(**common)
         check_number("num_layers", num_layers, kind=int, low=1)
