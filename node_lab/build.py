@@ -151,7 +151,7 @@ def unknown_parameter(node: DictConfig, group: str, err: TypeError, exclude=()) 
         return None
     name, key = match["cls"] or match["fn"], match["key"]
     for path, sub in _targets(node):
-        if str(sub.get("_target_", "")).rpartition(".")[2] != name:
+        if name not in _class_names(str(sub.get("_target_", ""))):
             continue
         keys = [k for k in sub if not str(k).startswith("_")]
         bad = key if key in keys else (keys[0] if key is None and keys else None)
@@ -164,6 +164,16 @@ def unknown_parameter(node: DictConfig, group: str, err: TypeError, exclude=()) 
                            + ("" if choices else ", which takes no keys"), choices=choices or None,
                            fix=f"remove or correct {full}")
     return None
+
+
+def _class_names(target: str) -> list[str]:
+    """The names of ``target`` and of its base classes (a model's ``**common`` goes to ODEModel)."""
+    try:
+        module, _, name = target.rpartition(".")
+        obj = getattr(__import__(module, fromlist=[name]), name)
+    except Exception:  # not importable: only its own name
+        return [target.rpartition(".")[2]]
+    return [c.__name__ for c in obj.__mro__] if inspect.isclass(obj) else [name]
 
 
 def _targets(node, path: str = ""):
@@ -262,6 +272,8 @@ def check_model_takes_data(model: ODEModel, dataset: Dataset, t0: float, t1: flo
         model.set_forcing(Forcing(torch.tensor([t0, t1 + 1.0]), torch.zeros(2, model.forcing_dim())))
     try:
         model(x, torch.tensor([t0, t0 + 1e-3 * (t1 - t0)]), v0)
+    except ConfigError:  # a component found the combination wrong itself (e.g. a symplectic solver, odd state)
+        raise
     except (RuntimeError, ValueError, IndexError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, torch.linalg.LinAlgError) or not any(word in text for word in _SHAPE_ERRORS):

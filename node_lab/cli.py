@@ -267,8 +267,9 @@ def _closest_option(folder: str, parts: list[str], loader) -> str | None:
         sub = difflib.get_close_matches(parts[0], loader.list_groups(folder), n=1, cutoff=0.6)
         inner = _closest_option(f"{folder}/{sub[0]}", parts[1:], loader) if sub else None
         return f"{sub[0]}/{inner}" if inner else None
-    close = difflib.get_close_matches(parts[0], loader.get_group_options(folder), n=1, cutoff=0.6)
-    return close[0] if close else None
+    options = loader.get_group_options(folder)
+    close = set(difflib.get_close_matches(parts[0], options, n=len(options), cutoff=0.6))
+    return next((o for o in closest_first(parts[0], options) if o in close), None)  # ties: the listed order
 
 
 def _options_with_key(group: str, leaf: str, overrides: list[str]) -> tuple[str, list[str]] | None:

@@ -25,6 +25,14 @@ ACTIVATIONS = {
 TIME_MODES = ["none", "concat"]
 
 
+def widths(hidden, key: str = "hidden") -> list[int]:
+    """``hidden`` as a list of layer widths; a bare number or a string is a one-line error."""
+    if isinstance(hidden, (str, bytes, int, float)) or not hasattr(hidden, "__iter__"):
+        raise ConfigError(key, hidden, "must be a list of positive integers (the hidden widths)",
+                          fix="e.g. {key}=" + (f"[{hidden}]" if isinstance(hidden, int) else "[20,20]"))
+    return list(hidden)
+
+
 def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str,
         output_activation: str | None = None) -> nn.Sequential:
     """Linear → act → … → Linear [→ output_activation]; ``hidden`` are the hidden widths (empty:
@@ -67,7 +75,7 @@ class MLPField(nn.Module):
         check_choice("time", time, TIME_MODES)
         check_number("in_dim", in_dim, kind=int, low=1)
         self.time = time
-        self.net = mlp(in_dim + (time == "concat"), out_dim, list(hidden), activation, output_activation)
+        self.net = mlp(in_dim + (time == "concat"), out_dim, widths(hidden), activation, output_activation)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if self.time == "concat":
@@ -191,7 +199,7 @@ class FeatureField(nn.Module):
         self.forcing_dim = forcing_dim
         self.forcing = None  # set by ODEModel.set_forcing once the data are loaded
         n_features = in_dim + sum(len(d) for d, _, _ in self.powers) + forcing_dim + (time == "concat")
-        self.net = mlp(n_features, out_dim, list(hidden), activation, output_activation)
+        self.net = mlp(n_features, out_dim, widths(hidden), activation, output_activation)
 
     def forward(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         features = [s]

@@ -22,7 +22,7 @@ from torch import nn
 
 from node_lab.errors import ConfigError, check_choice
 from node_lab.models.base import ODEModel
-from node_lab.models.fields import mlp
+from node_lab.models.fields import mlp, widths
 
 INIT_VELOCITY = ["zero", "given", "learned", "split"]
 ACCEL_INPUTS = ["xv", "x", "v"]
@@ -50,7 +50,7 @@ class _InitialVelocity(nn.Module):
         self.net = None
         if mode == "learned":
             self.net = net(in_dim=n, out_dim=n) if callable(net) else mlp(
-                n, n, list(net["hidden"]), net["activation"], net.get("output_activation"))
+                n, n, widths(net["hidden"]), net["activation"], net.get("output_activation"))
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
         if self.mode == "learned":
