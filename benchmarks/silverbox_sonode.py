@@ -4,7 +4,7 @@ The reference is the SONODE paper's silverbox script, rewritten for today's torc
 same 7-parameter model (acceleration Linear(4→1) on [x, 0.01x³, v, V1(t)], initial velocity
 Linear(1→1)), the forcing interpolated in Python from ``t`` at every evaluation, torchdiffeq
 dopri5 at rtol = atol = 1e-3, backprop through the solver, Adam 0.01, full batch. node-lab runs
-``experiment=sonode/silverbox_sonode`` through its own training loop (:func:`node_lab.train.fit`).
+``experiment=sonode/silverbox_sonode`` through its own training loop (:func:`node_lab.loop.fit`).
 Both start from the same weights and see the same data (node-lab's loader). Prints the mean
 per-iteration time of each, the ratio, and both train MSEs every ``--report-every`` iterations.
 
@@ -24,7 +24,7 @@ from torchdiffeq import odeint
 
 from node_lab.build import build
 from node_lab.job import _load_data
-from node_lab.train import Progress, fit
+from node_lab.loop import LoopSettings, Progress, fit
 
 
 class PaperODEFunc(nn.Module):
@@ -73,9 +73,9 @@ def main() -> None:
     print(f"node-lab: {model.describe()} | solver {built.solver.describe()} | seed {args.seed}", flush=True)
     progress = Progress()
     start = time.perf_counter()
-    fit(model, data, built.optimizer(model.parameters()), built.steer, t0=0.0, t1=1.0, iterations=args.iterations,
-        batch_size=None, eval_every=10**9, log_every=10**9, generator=torch.Generator().manual_seed(0),
-        logger=built.logger, progress=progress)
+    settings = LoopSettings(iterations=args.iterations, batch_size=None, eval_every=10**9, log_every=10**9)
+    fit(model, data, built.optimizer(model.parameters()), built.steer, settings, t0=0.0, t1=1.0,
+        generator=torch.Generator().manual_seed(0), logger=built.logger, progress=progress)
     wall = time.perf_counter() - start
     steps = [r["step_time"] for r in progress.history]
     for r in progress.history:

@@ -8,6 +8,7 @@ Cross-group rules live in :func:`check_combination`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -16,7 +17,7 @@ import os
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from node_lab.augmentation import Augmentation
 from node_lab.datasets.base import Dataset, Task
 from node_lab.device import Device
-from node_lab.errors import SEED_MAX, ConfigError, check_choice, check_number
+from node_lab.errors import SEED_MAX, ConfigError, check_number
+from node_lab.job import JobSettings
+from node_lab.loop import LoopSettings
 from node_lab.models.base import ODEModel
 from node_lab.optim import Phases
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
-from node_lab.train import TRAIN_LOSSES, TRAIN_MODES, epoch_length
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
 # Options added after runs were made, at the value that leaves a run as it was: left out of the
@@ -42,52 +44,6 @@ ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless
 HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("train", "loss"): "auto",
                 ("dataset", "random_crop_padding"): 0, ("model", "damping_final"): None,
                 ("model", "damping_anneal"): 0.8}
-
-
-@dataclass
-class TrainSettings:
-    """``train/``: length, batching, evaluation, logging and resume."""
-
-    iterations: int | None = 300
-    epochs: int | None = None
-    batch_size: int | None = None
-    eval_every: int = 50
-    log_every: int = 50
-    resume: bool = False
-    resume_from: str | None = None
-    figures: bool = True
-    skip_finished: bool = False
-    mode: str = "trajectory"
-    max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
-    eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
-    max_loss: float | None = None  # a finite training loss above this is a divergence too (None: off)
-    loss: str = "auto"  # the training loss: auto (the dataset's) | mse | l1 (regression data)
-
-    def __post_init__(self) -> None:
-        check_choice("mode", self.mode, TRAIN_MODES)
-        check_choice("loss", self.loss, TRAIN_LOSSES)
-        if (self.iterations is None) == (self.epochs is None):
-            raise ConfigError("iterations", self.iterations, "set exactly one of train.iterations and train.epochs",
-                              fix="train.epochs=null (or train.iterations=null)")
-        check_number("iterations", self.iterations, kind=int, low=1, allow_none=True)
-        check_number("epochs", self.epochs, kind=int, low=1, allow_none=True)
-        check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
-        check_number("eval_batch_size", self.eval_batch_size, kind=int, low=1, allow_none=True)
-        check_number("eval_every", self.eval_every, kind=int, low=1)
-        check_number("log_every", self.log_every, kind=int, low=1)
-        check_number("max_restarts", self.max_restarts, kind=int, low=0)
-        check_number("max_loss", self.max_loss, low=0, low_open=True, allow_none=True)
-        for key in ("resume", "figures", "skip_finished"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
-        if self.resume_from is not None and not Path(self.resume_from).exists():
-            raise ConfigError("resume_from", self.resume_from, "no such checkpoint or run directory",
-                              fix="point train.resume_from at a run directory holding checkpoint.pt")
-
-    def total_iterations(self, n_train: int) -> int:
-        if self.iterations is not None:
-            return self.iterations
-        return self.epochs * epoch_length(n_train, self.batch_size)
 
 
 @dataclass
@@ -103,7 +59,8 @@ class Built:
     model: ODEModel
     optimizer: Callable[..., torch.optim.Optimizer]
     logger: RunLogger
-    train: TrainSettings
+    loop: LoopSettings
+    job: JobSettings
     t0: float
     t1: float
     config: dict
@@ -118,6 +75,24 @@ class Built:
             if isinstance(config.get(group), dict) and key in config[group] and config[group][key] == neutral:
                 config[group] = {k: v for k, v in config[group].items() if k != key}
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_settings(node: DictConfig) -> tuple[LoopSettings, JobSettings]:
+    """The ``train/`` group, split between the loop's settings and the job's (each checks its own keys)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    schemas = (LoopSettings, JobSettings)
+    names = [[f.name for f in fields(schema)] for schema in schemas]
+    unknown = [k for k in values if not any(k in n for n in names)]
+    if unknown:
+        bad = unknown[0]
+        valid = [k for n in names for k in n]
+        close = difflib.get_close_matches(bad, valid, n=len(valid), cutoff=0.0)
+        raise ConfigError(f"train.{bad}", values[bad], "unknown key", choices=close,
+                          fix=f"did you mean train.{close[0]}?")
+    try:
+        return tuple(schema(**{k: v for k, v in values.items() if k in n}) for schema, n in zip(schemas, names))
+    except ConfigError as err:
+        raise err.with_prefix("train") from None
 
 
 def _group(cfg: DictConfig, group: str, **runtime):
@@ -329,14 +304,7 @@ def build(cfg: DictConfig) -> Built:
     steer: EndTimeSampler = _group(cfg, "steer")
     device: Device = _group(cfg, "device")
     logger: RunLogger = _group(cfg, "logger")
-    try:
-        train = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))
-    except ConfigError as err:
-        raise err.with_prefix("train") from None
-    except TypeError as err:
-        bad = str(err).split("'")[-2]
-        raise ConfigError(f"train.{bad}", cfg.train.get(bad), "unknown key",
-                          choices=list(TrainSettings.__dataclass_fields__)) from None
+    loop, job = train_settings(cfg.train)
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     try:
         model: ODEModel = _group(cfg, "model", data_dim=dataset.data_dim, output_dim=dataset.output_dim,
@@ -346,8 +314,8 @@ def build(cfg: DictConfig) -> Built:
             raise
         raise _data_mismatch(str(err.value).rpartition(".")[2], dataset, err.problem) from None
     check_model_takes_data(model, dataset, t0, t1)
-    check_train_mode(train.mode, dataset, model)
-    check_train_loss(train.loss, dataset)
+    check_train_mode(loop.mode, dataset, model)
+    check_train_loss(loop.loss, dataset)
     if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
         raise ConfigError("model.field.forcing_dim", model.forcing_dim(),
                           f"{dataset.describe()} provides {getattr(dataset, 'forcing_dim', 0)} forcing channels",
@@ -358,8 +326,8 @@ def build(cfg: DictConfig) -> Built:
     optimizer = _group(cfg, "optim")
     try:
         probe = optimizer(model.parameters())
-        if isinstance(probe, Phases) and train.iterations is not None:
-            probe.check_total(train.iterations)
+        if isinstance(probe, Phases) and loop.iterations is not None:
+            probe.check_total(loop.iterations)
     except ConfigError as err:  # optimiser phases (node_lab.optim.Phases) check their own keys
         raise err.with_prefix("train" if err.key == "iterations" else "optim") from None
     except ValueError as err:  # torch's own range checks of the remaining keys
@@ -370,5 +338,5 @@ def build(cfg: DictConfig) -> Built:
             raise
         raise unknown from None
     config = OmegaConf.to_container(cfg, resolve=True)
-    return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, train,
+    return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, loop, job,
                  t0, t1, config)

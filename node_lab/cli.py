@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -329,6 +330,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
 
     from node_lab import job
     from node_lab.build import build
+    from node_lab.checkpoints import write_failure
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -344,17 +346,50 @@ def _hydra_train(cfg: DictConfig) -> float | None:
                 log.error("job failed: %s", err.message())
             else:
                 log.exception("job failed")
-            job.write_failure(run_dir, err)
+            write_failure(run_dir, err)
             return None
         if not isinstance(err, ConfigError):
             raise
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run directory
         sys.exit(_error(err))
-    log.info("summary\n%s", job.summary_text(metrics))
+    log.info("summary\n%s", summary_text(metrics))
     if metrics["status"] != "completed" and not multirun:
         sys.exit(1)
     final = metrics["final"].get(f"test_{metrics['metric']}")
     return float(final) if final is not None else None
+
+
+def summary_text(metrics: dict) -> str:
+    name = metrics["metric"]
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    final = metrics["final"]
+    lines = [
+        f"status      {metrics['status']}" + (f" ({metrics['reason']})" if metrics["reason"] else ""),
+        f"final       train {name} {fmt(final.get(f'train_{name}'))} | test {name} "
+        f"{fmt(final.get(f'test_{name}'))} | test loss {fmt(final.get('test_loss'))}",
+        f"best        test {name} {fmt(metrics['best'][f'test_{name}'])} at iteration {metrics['best']['iteration']}",
+        f"NFE / iter  forward {metrics['nfe_forward']['mean']:.1f} | backward {metrics['nfe_backward']['mean']:.1f}",
+        f"wall time   {metrics['wall_time']:.1f} s ({1e3 * metrics['step_time_mean']:.1f} ms/iteration), "
+        f"{metrics['iterations']} iterations",
+        f"parameters  {metrics['params']}",
+        *_physics_lines(metrics.get("physics"), fmt),
+        *([f"interpret.  velocity MSE {fmt(final['interpretability_error'])}"]
+          if "interpretability_error" in final else []),
+        *([f"restarts    {len(metrics['restarts'])} (seeds {[r['seed'] for r in metrics['restarts']]})"]
+          if metrics.get("restarts") else []),
+        f"run dir     {metrics['run_dir']}",
+    ]
+    return "\n".join(lines)
+
+
+def _physics_lines(phys: dict | None, fmt) -> list[str]:
+    if not phys:
+        return []
+    if "error" in phys:
+        return [f"physics     rollout failed: {phys['error']}"]
+    deriv = f" | derivative mse {fmt(phys['derivative_mse'])}" if "derivative_mse" in phys else ""
+    return [f"physics     rollout mse {fmt(phys['rollout_mse'])} | energy mse {fmt(phys['energy_mse'])} | "
+            f"energy drift {fmt(phys['energy_drift'])} (final {fmt(phys['energy_error_final'])}){deriv}"]
 
 
 if __name__ == "__main__":

@@ -276,7 +276,7 @@ def test_model_init_rejects_an_unknown_scheme(make_cfg):
 
 
 def test_epoch_batches_visit_every_sample_once_per_epoch():
-    from node_lab.train import epoch_batches
+    from node_lab.loop import epoch_batches
 
     batches = epoch_batches(10, 3, seed=0)
     epochs = [[next(batches) for _ in range(3)] for _ in range(2)]  # 3 full batches, the 10th sample dropped

@@ -17,11 +17,11 @@ from torch import nn
 from node_lab.augmentation import InputLayerAugmentation, NoAugmentation, ZeroAugmentation
 from node_lab.datasets import CompactParity
 from node_lab.errors import ConfigError
+from node_lab.loop import LoopSettings, Progress, evaluate, fit
 from node_lab.models import FirstOrderODE, MLPField, SecondOrderODE
 from node_lab.solvers import Solver
 from node_lab.steer import FixedEndTime, UniformEndTime
 from node_lab.tracking import NullLogger
-from node_lab.train import Progress, evaluate, fit
 
 F64 = torch.float64
 
@@ -308,7 +308,7 @@ def test_fit_trains_at_steer_times_and_evaluates_at_T(monkeypatch):
     model = _parity_model(0, Solver("rk4", step_size=0.1))
     calls = _record_solver_times(model, monkeypatch)
     progress = fit(model, data, torch.optim.Adam(model.parameters(), lr=1e-2), UniformEndTime(b),
-                   t0=t0, t1=T, iterations=6, batch_size=None, eval_every=3, log_every=100,
+                   LoopSettings(iterations=6, batch_size=None, eval_every=3, log_every=100), t0=t0, t1=T,
                    generator=torch.Generator().manual_seed(0), logger=NullLogger(), progress=Progress())
     assert progress.status == "completed"
     train_times = [times for training, times in calls if training]
@@ -343,7 +343,7 @@ def _train(model_seed: int, generator_seed: int, monkeypatch) -> tuple[list, lis
 
     monkeypatch.setattr(model.solver, "solve", solve)
     progress = fit(model, data, torch.optim.Adam(model.parameters(), lr=1e-2), UniformEndTime(0.2),
-                   t0=0.0, t1=1.0, iterations=8, batch_size=1, eval_every=4, log_every=100,
+                   LoopSettings(iterations=8, batch_size=1, eval_every=4, log_every=100), t0=0.0, t1=1.0,
                    generator=torch.Generator().manual_seed(generator_seed), logger=NullLogger(),
                    progress=Progress())
     assert progress.status == "completed"

@@ -487,7 +487,7 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
 
 
 def test_batched_evaluation_gives_the_whole_split_numbers(make_cfg):
-    from node_lab.train import evaluate
+    from node_lab.loop import evaluate
 
     built = build(make_cfg("dataset=nested_spheres", "solver=rk4"))
     data = built.dataset.load()

@@ -110,7 +110,7 @@ class Data:
     energy_scale: float | None = None
     # a random transform of every training batch's x, drawn from the training loop's generator
     # (e.g. the random crops of images, :class:`node_lab.datasets.images.RandomCrop`); never on test
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     # further named evaluation splits (e.g. a trajectory's far ``extension``): the job reports each
     # as final.<name>_<metric> beside the test metric, without training or divergence checks on it
     extra: dict[str, Split] = field(default_factory=dict)

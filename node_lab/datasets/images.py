@@ -105,9 +105,9 @@ class TorchvisionImages(Dataset):
             mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
             std = train.x.std(dim=(0, 2, 3), keepdim=True)
             train.x, test.x = (train.x - mean) / std, (test.x - mean) / std
-        augment = RandomCrop(self.random_crop_padding) if self.random_crop_padding else None
+        crop = RandomCrop(self.random_crop_padding) if self.random_crop_padding else None
         return Data(task=self.task, train=train, test=test, loss=self.loss, output_dim=self.output_dim,
-                    augment=augment)
+                    train_transform=crop)
 
     def describe(self) -> str:
         return f"{self.name}({self.n_train or 'all'}/{self.n_test or 'all'})"

@@ -24,7 +24,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
             return
-        from node_lab.job import write_failure
+        from node_lab.checkpoints import write_failure
 
         write_failure(Path(job_return.working_dir or config.hydra.runtime.output_dir), job_return._return_value)
 

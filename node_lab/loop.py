@@ -1,4 +1,8 @@
-"""The training loop. Imports neither Hydra nor W&B: everything arrives as explicit arguments."""
+"""The training loop and the schema of its settings (the loop keys of the ``train/`` group).
+
+Imports neither Hydra nor W&B: the model, data, optimiser and a :class:`LoopSettings` arrive as
+objects; metrics leave through a :class:`~node_lab.tracking.RunLogger` and :class:`Progress`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from node_lab.datasets.base import Data, Split, Task
-from node_lab.errors import ConfigError
+from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.models.base import ODEModel
 from node_lab.optim import optimizer_step, set_epoch_length
 from node_lab.steer import EndTimeSampler
@@ -31,6 +35,43 @@ TRAIN_MODES = ["trajectory", "derivatives", "steps"]
 # mean absolute error (Cranmer et al.'s LNN). Metrics stay the dataset's (MSE) whatever it is.
 TRAIN_LOSSES = ["auto", "mse", "l1"]
 REGRESSION_LOSSES = {"auto": F.mse_loss, "mse": F.mse_loss, "l1": F.l1_loss}
+
+
+@dataclass
+class LoopSettings:
+    """The ``train/`` keys the loop reads: length, batching, evaluation, logging, what a step fits.
+
+    The run-level keys of the same group (resume, figures, restarts, …) are
+    :class:`node_lab.job.JobSettings`; the build layer splits the group between the two."""
+
+    iterations: int | None = 300
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_every: int = 50
+    log_every: int = 50
+    mode: str = "trajectory"  # TRAIN_MODES
+    eval_batch_size: int | None = None  # evaluation in batches of this many samples (None: the whole split)
+    max_loss: float | None = None  # a finite training loss above this is a divergence too (None: off)
+    loss: str = "auto"  # the training loss: auto (the dataset's) | mse | l1 (regression data)
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, TRAIN_MODES)
+        check_choice("loss", self.loss, TRAIN_LOSSES)
+        if (self.iterations is None) == (self.epochs is None):
+            raise ConfigError("iterations", self.iterations, "set exactly one of train.iterations and train.epochs",
+                              fix="train.epochs=null (or train.iterations=null)")
+        check_number("iterations", self.iterations, kind=int, low=1, allow_none=True)
+        check_number("epochs", self.epochs, kind=int, low=1, allow_none=True)
+        check_number("batch_size", self.batch_size, kind=int, low=1, allow_none=True)
+        check_number("eval_batch_size", self.eval_batch_size, kind=int, low=1, allow_none=True)
+        check_number("eval_every", self.eval_every, kind=int, low=1)
+        check_number("log_every", self.log_every, kind=int, low=1)
+        check_number("max_loss", self.max_loss, low=0, low_open=True, allow_none=True)
+
+    def total_iterations(self, n_train: int) -> int:
+        if self.iterations is not None:
+            return self.iterations
+        return self.epochs * epoch_length(n_train, self.batch_size)
 
 
 @dataclass
@@ -170,23 +211,16 @@ def fit(
     data: Data,
     optimizer: torch.optim.Optimizer,
     steer: EndTimeSampler,
+    settings: LoopSettings,
     *,
     t0: float,
     t1: float,
-    iterations: int,
-    batch_size: int | None,
-    eval_every: int,
-    log_every: int,
     generator: torch.Generator,
     logger: RunLogger,
     progress: Progress,
     on_eval: Callable[[Progress], None] = lambda p: None,
-    mode: str = "trajectory",
-    eval_batch_size: int | None = None,
-    max_loss: float | None = None,
-    loss_kind: str = "auto",
 ) -> Progress:
-    """Train until ``iterations``, starting from ``progress.iteration`` (resume).
+    """Train until ``settings.total_iterations``, starting from ``progress.iteration`` (resume).
 
     Each iteration: take the next batch (:func:`epoch_batches`) and draw an end time from
     ``steer``, integrate, step the optimiser. Forward NFE counts the solver's field evaluations
@@ -197,8 +231,11 @@ def fit(
     test evaluation is always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
     ``max_loss``: a finite training loss above it is a divergence too (a blow-up that stays finite on
     the window; its huge gradients leave Adam's second-moment estimate so large that the run freezes).
-    ``loss_kind`` (:data:`TRAIN_LOSSES`): the training loss on regression data; the metric is MSE.
+    ``loss`` (:data:`TRAIN_LOSSES`): the training loss on regression data; the metric is MSE.
     """
+    mode, loss_kind, max_loss = settings.mode, settings.loss, settings.max_loss
+    batch_size, eval_every, log_every = settings.batch_size, settings.eval_every, settings.log_every
+    iterations = settings.total_iterations(len(data.train))
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
     n = len(train_split)
@@ -210,8 +247,8 @@ def fit(
         it = progress.iteration + 1
         index = next(batches)
         batch = train_split.batch(index.to(train_split.x.device))
-        if data.augment is not None and mode == "trajectory":  # e.g. random crops of training images
-            batch = replace(batch, x=data.augment(batch.x, generator))
+        if data.train_transform is not None and mode == "trajectory":  # e.g. random crops of training images
+            batch = replace(batch, x=data.train_transform(batch.x, generator))
         end = steer.sample(t0, t1, generator)
         model.set_training_progress(progress.iteration / iterations)
         start = time.perf_counter()
@@ -241,7 +278,7 @@ def fit(
             if phase is not None:
                 row["phase"] = phase
             if it % eval_every == 0 or it == iterations:
-                test = evaluate(model, data, data.test, t0, t1, eval_batch_size)
+                test = evaluate(model, data, data.test, t0, t1, settings.eval_batch_size)
                 if not math.isfinite(test["metric"]):  # finite on the training window, blown up beyond it
                     raise FloatingPointError(f"non-finite test {name} ({test['metric']})")
                 row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})
