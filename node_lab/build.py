@@ -9,9 +9,7 @@ Cross-group rules live in :func:`check_combination`.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
-import json
 import math
 import os
 import random
@@ -26,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from node_lab import identity
 from node_lab.augmentation import Augmentation
 from node_lab.datasets.base import Dataset, Task
 from node_lab.device import Device
@@ -39,13 +38,6 @@ from node_lab.steer import EndTimeSampler, FixedEndTime
 from node_lab.tracking import RunLogger
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
-# Options added after runs were made, at the value that leaves a run as it was: left out of the
-# config hash at that value, so `train.skip_finished` still recognises the earlier runs.
-HASH_NEUTRAL = {("train", "eval_batch_size"): None, ("train", "max_loss"): None, ("train", "loss"): "auto",
-                ("dataset", "random_crop_padding"): 0, ("model", "damping_final"): None,
-                ("model", "damping_anneal"): 0.8}
-
-
 @dataclass
 class Built:
     """Everything a job needs, as objects; ``config`` is the resolved config as a plain dict."""
@@ -67,14 +59,8 @@ class Built:
 
     @property
     def config_hash(self) -> str:
-        """Hash of what determines the result (not how it is logged, resumed or skipped)."""
-        config = {k: v for k, v in self.config.items() if k not in ("logger", "report", "experiment_name")}
-        config["train"] = {k: v for k, v in config.get("train", {}).items()
-                           if k not in ("resume", "resume_from", "skip_finished", "log_every", "figures")}
-        for (group, key), neutral in HASH_NEUTRAL.items():
-            if isinstance(config.get(group), dict) and key in config[group] and config[group][key] == neutral:
-                config[group] = {k: v for k, v in config[group].items() if k != key}
-        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of what determines the result (not how it is logged, resumed or skipped): :mod:`node_lab.identity`."""
+        return identity.config_hash(self.config)
 
 
 def train_settings(node: DictConfig) -> tuple[LoopSettings, JobSettings]:
@@ -249,7 +235,7 @@ def check_model_takes_data(model: ODEModel, dataset: Dataset, t0: float, t1: flo
         model(x, torch.tensor([t0, t0 + 1e-3 * (t1 - t0)]), v0)
     except ConfigError:  # a component found the combination wrong itself (e.g. a symplectic solver, odd state)
         raise
-    except (RuntimeError, ValueError, IndexError) as err:
+    except (RuntimeError, ValueError, IndexError, FloatingPointError, AssertionError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, torch.linalg.LinAlgError) or not any(word in text for word in _SHAPE_ERRORS):
             return  # not about shapes (a singular Hessian at the zero state, ...): the run itself decides

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from node_lab import identity, rundir
 from node_lab.errors import ConfigError
 from node_lab.loop import Progress
 
@@ -26,10 +27,11 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 FAILURE = "failure.json"
+FORMAT = 2  # 2: carries the job's run state (restarts, wall time of earlier parts); 1 (no key): before
 
 
 def write_text(path: Path, text: str) -> None:
-    path.write_text(text)
+    rundir.write_text(path, text)  # atomic: a crash or a full disk never leaves a truncated file
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -37,16 +39,35 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, progress: Progress, generator: torch.Generator,
-                    config: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+                    config: dict, **run_state) -> None:
+    """``run_state``: what the job must carry over a resume besides the loop's progress (its restart
+    history, the wall time of the earlier parts, the W&B run id)."""
+    buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "progress": asdict(progress), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "config": config}, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+                "torch_rng": torch.get_rng_state(), "config": config, "format": FORMAT, **run_state}, buffer)
+    rundir.write_bytes(path, buffer.getvalue())  # the previous checkpoint survives a failed write
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)
+    """A node-lab checkpoint; a truncated, empty or foreign file is one line naming it and what to do."""
+    path = Path(path)
+    fix = "start over with train.resume=false (or train.resume_from=null), or point train.resume_from elsewhere"
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError("checkpoint", str(path), "does not exist", fix=fix, absolute=True) from None
+    except Exception as err:  # EOFError, zip/pickle errors, ...: the file is not a checkpoint torch can read
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        detail = detail.split(". ")[0][:100]
+        raise ConfigError("checkpoint", str(path), f"is truncated, empty or not a checkpoint ({detail})",
+                          fix=fix, absolute=True) from None
+    missing = [k for k in ("model", "optimizer", "progress", "generator", "config") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise ConfigError("checkpoint", str(path), f"is not a node-lab checkpoint (no {', '.join(missing)})",
+                          fix=fix, absolute=True)
+    return state
 
 
 def restore(state: dict, model: torch.nn.Module, optimizer, generator: torch.Generator) -> Progress:
@@ -74,14 +95,31 @@ def resume_source(run_dir: Path, resume: bool, resume_from: str | None) -> Path 
     return None
 
 
-def finished_metrics(run_dir: Path, config_hash: str) -> dict | None:
-    """The metrics of a completed run of the same config hash in ``run_dir`` (``train.skip_finished``)."""
-    path = run_dir / METRICS
-    if not path.is_file():
+def read_metrics(run_dir: Path) -> dict | None:
+    """``metrics.json`` of a run directory; None if it is missing, truncated or not a metrics file."""
+    try:
+        metrics = json.loads((Path(run_dir) / METRICS).read_text())
+    except (OSError, ValueError):
         return None
-    metrics = json.loads(path.read_text())
-    ok = metrics.get("status") == "completed" and metrics.get("config_hash") == config_hash
-    return metrics if ok else None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def finished_metrics(run_dir: Path, config: dict) -> dict | None:
+    """The metrics of a completed run of the same result config in ``run_dir`` (``train.skip_finished``):
+    its metrics.json names the same config hash, or (a run of an earlier version, hashed another way)
+    the config saved in its checkpoint hashes the same. A missing or unreadable metrics.json or
+    checkpoint means not finished: the run is done again."""
+    metrics = read_metrics(run_dir)
+    if metrics is None or metrics.get("status") != "completed":
+        return None
+    wanted = identity.config_hash(config)
+    if metrics.get("config_hash") == wanted:
+        return metrics
+    try:
+        saved = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)["config"]
+    except Exception:  # no checkpoint, or one that cannot be read: do the run again
+        return None
+    return metrics if identity.config_hash(saved) == wanted else None
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -13,7 +13,6 @@ import difflib
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -145,6 +144,7 @@ def preflight(args: list[str]) -> int:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from node_lab.build import build
+    from node_lab.job import check_resume_before_start
 
     if any(a.startswith("-") and a not in _MULTIRUN_FLAGS for a in args):
         return 0  # other Hydra flags (--config-dir, …): Hydra checks them itself
@@ -163,12 +163,16 @@ def preflight(args: list[str]) -> int:
                 try:
                     cfg = compose("config", overrides=job)
                     check_top_level(cfg, known, job)
-                    build(cfg)
+                    built = build(cfg)
+                    if not multirun and (built.job.resume or built.job.resume_from):
+                        run_dir = compose("config", overrides=job, return_hydra_config=True).hydra.run.dir
+                        check_resume_before_start(built, Path(str(run_dir)))
                 except Exception as err:
                     message = describe_error(err, job, loader)
                     if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                         raise
                     return _error(message)
+            check_output_location(compose("config", overrides=jobs[0], return_hydra_config=True).hydra, multirun)
     except Exception as err:
         message = describe_error(err, overrides, None)
         if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -177,6 +181,27 @@ def preflight(args: list[str]) -> int:
     finally:
         GlobalHydra.instance().clear()
     return 0
+
+
+# Run directories named before Hydra made them, with what they held then (None: they did not exist) and
+# their .hydra/ files: a failing run removes only what it added (node_lab.rundir.RunDirectory.discard).
+PRE_EXISTING: dict[str, tuple[set[str] | None, dict[str, bytes]]] = {}
+
+
+def check_output_location(hydra_cfg: DictConfig, multirun: bool) -> None:
+    """Before Hydra writes anything: the run (or sweep) directory can be created and written, and no
+    other live node-lab run holds it; a single run's directory is recorded as it is now."""
+    from node_lab.rundir import RunDirectoryBusy, check_writable, lock_owner, records, snapshot
+
+    where = Path(str(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)).absolute()
+    check_writable(where, "hydra.sweep.dir" if multirun else "hydra.run.dir")  # the key that names it
+    dirs = [p for p in where.iterdir() if p.is_dir()] if multirun and where.is_dir() else [where]
+    for path in dirs:
+        owner = lock_owner(path) if path.is_dir() else None
+        if owner is not None:
+            raise RunDirectoryBusy(path, owner)
+    if not multirun:
+        PRE_EXISTING[str(where)] = (snapshot(where), records(where))
 
 
 def check_top_level(cfg: DictConfig, known: set[str], overrides: list[str]) -> None:
@@ -197,7 +222,9 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    if isinstance(err, ConfigError):
+    from node_lab.rundir import OutputFault
+
+    if isinstance(err, (ConfigError, OutputFault)):
         return err.message()
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
@@ -331,6 +358,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from node_lab import job
     from node_lab.build import build
     from node_lab.checkpoints import write_failure
+    from node_lab.rundir import Interruption, OutputFault, RunDirectory
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -338,25 +366,57 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     sweep = Path(hc.sweep.dir)
     group = cfg.get("experiment_name") or (f"sweep-{sweep.parent.name}-{sweep.name}" if multirun else "runs")
     name = hc.job.override_dirname or "default"
+    # What the folder held before this invocation (a fresh timestamped folder: nothing).
+    from node_lab.rundir import snapshot
+
+    recorded = PRE_EXISTING.get(str(run_dir.absolute())) if not multirun else None
+    # Not recorded (a sweep job, or a command that skipped the preflight): everything there now counts as
+    # the user's, Hydra's fresh .hydra/ and log included.
+    before, hydra_files = recorded if recorded is not None else (snapshot(run_dir) or set(), {})
+    holder = RunDirectory(run_dir, before, hydra_files)
+    stop = Interruption()
     try:
-        metrics = job.run(build(cfg), run_dir, group=group, name=name)
-    except Exception as err:
+        holder.acquire()
+        with stop:
+            metrics = job.run(build(cfg), run_dir, group=group, name=name, should_stop=stop)
+    except (Exception, KeyboardInterrupt) as err:
+        one_line = isinstance(err, (ConfigError, OutputFault))
+        if isinstance(err, KeyboardInterrupt):  # the second Ctrl-C: no checkpoint of this iteration
+            err = OutputFault(run_dir, "stopped at once by a second Ctrl-C; the last checkpoint is kept",
+                              f"resume with: {resume_command(hc, run_dir)}")
+            one_line = True
         if multirun:  # record it and let the sweep go on; the sweep summary lists it
-            if isinstance(err, ConfigError):
+            if one_line:
                 log.error("job failed: %s", err.message())
             else:
                 log.exception("job failed")
             write_failure(run_dir, err)
             return None
-        if not isinstance(err, ConfigError):
+        if not one_line:
+            if not holder.kept_results():
+                write_failure(run_dir, err)  # the traceback follows; the run dir says why it ended
             raise
-        shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run directory
-        sys.exit(_error(err))
+        if isinstance(err, ConfigError) and not holder.kept_results():
+            holder.discard()  # only what this invocation added; never a folder or file that was there
+        code = _error(err if isinstance(err, ConfigError) else err.message())
+        sys.exit(code if isinstance(err, ConfigError) else 1)  # a fault mid-run: the run failed
+    finally:
+        holder.release()
+    if metrics["status"] == "interrupted":
+        print(f"node-lab: {metrics['reason']}; resume with: {resume_command(hc, run_dir)}", file=sys.stderr)
+        sys.exit(stop.exit_code)
     log.info("summary\n%s", summary_text(metrics))
     if metrics["status"] != "completed" and not multirun:
         sys.exit(1)
     final = metrics["final"].get(f"test_{metrics['metric']}")
     return float(final) if final is not None else None
+
+
+def resume_command(hc, run_dir: Path) -> str:
+    """The command that continues an interrupted run in its own directory."""
+    keep = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in (
+        "hydra.run.dir", "train.resume", "train.resume_from")]
+    return " ".join(["node-lab train", *keep, f"hydra.run.dir={run_dir}", "train.resume=true"])
 
 
 def summary_text(metrics: dict) -> str:

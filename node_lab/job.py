@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from node_lab import checkpoints, run_figures, scoring
+from node_lab import checkpoints, identity, run_figures, scoring
 from node_lab.datasets.base import Data
 from node_lab.errors import ConfigError, check_number
 from node_lab.loop import Progress, fit, training_split
+from node_lab.rundir import OutputFault
 
 if TYPE_CHECKING:
     from node_lab.build import Built
@@ -49,9 +51,15 @@ class JobSettings:
     figures: bool = True
     skip_finished: bool = False  # a run dir with a completed run of the same config hash is not rerun
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
+    resume_override: list[str] = field(default_factory=list)  # result keys a resume may change
 
     def __post_init__(self) -> None:
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
+        if not isinstance(self.resume_override, (list, tuple)) or not all(
+                isinstance(k, str) and k for k in self.resume_override):
+            raise ConfigError("resume_override", self.resume_override, "must be a list of config keys",
+                              fix="e.g. train.resume_override=[train.iterations]")
+        self.resume_override = list(self.resume_override)
         for key in ("resume", "figures", "skip_finished"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
@@ -79,11 +87,14 @@ def _load_data(built: Built) -> Data:
     return data
 
 
-def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
-    """Train one job; returns the metrics written to ``metrics.json``."""
+def run(built: Built, run_dir: Path, *, group: str, name: str,
+        should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Train one job; returns the metrics written to ``metrics.json``. ``should_stop`` (a signal
+    arrived, :class:`node_lab.rundir.Interruption`) ends the run at a whole iteration with status
+    ``interrupted``, its checkpoint written."""
     started = time.perf_counter()
     if built.job.skip_finished:
-        finished = checkpoints.finished_metrics(run_dir, built.config_hash)
+        finished = checkpoints.finished_metrics(run_dir, built.config)
         if finished is not None:
             log.info("skipped: %s already holds a completed run of this config (%s)", run_dir, built.config_hash)
             return finished
@@ -94,10 +105,15 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     optimizer = built.optimizer(model.parameters())
     generator = torch.Generator().manual_seed(built.seed)
     progress = Progress()
+    restarts: list[dict] = []  # carried over a resume with the wall time of the earlier parts
+    parts: list[float] = []
     source = checkpoints.resume_source(run_dir, built.job.resume, built.job.resume_from)
     if source is not None:
         state = checkpoints.load_checkpoint(source, built.device.torch_device)
+        check_resume(state["config"], built, source)
         progress = checkpoints.restore(state, model, optimizer, generator)
+        follow_config(optimizer, built.optimizer(model.parameters()))
+        restarts, parts = list(state.get("restarts", [])), list(state.get("wall_time_parts", []))
         log.info("resumed from %s at iteration %d", source, progress.iteration)
     log.info("model %s | solver %s | steer %s | device %s (%d threads) | %d params | %d iterations",
              model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
@@ -105,16 +121,17 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     checkpoint = run_dir / checkpoints.CHECKPOINT
 
     def save(progress: Progress, optimizer, generator: torch.Generator) -> None:
-        checkpoints.save_checkpoint(checkpoint, model, optimizer, progress, generator, built.config)
+        checkpoints.save_checkpoint(checkpoint, model, optimizer, progress, generator, built.config,
+                                    restarts=restarts, wall_time_parts=[*parts, time.perf_counter() - started])
 
     built.logger.start(run_dir, built.config, group, name)
-    failed, metrics, restarts = True, {}, []
+    failed, metrics = True, {}
     try:
         while True:
             fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
                 logger=built.logger, progress=progress,
-                on_eval=lambda p, o=optimizer, g=generator: save(p, o, g))
-            if progress.status != "diverged" or len(restarts) >= built.job.max_restarts:
+                on_eval=lambda p, o=optimizer, g=generator: save(p, o, g), should_stop=should_stop)
+            if progress.status != "diverged" or len(restarts) >= built.job.max_restarts or should_stop():
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
             restarts.append({"seed": seed, "after": progress.reason})
@@ -127,20 +144,81 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
         rollouts: dict = {}  # the physics rollout of the final metrics, drawn again by the figures
         metrics = scoring.summarise(model, data, progress, t0=built.t0, t1=built.t1,
                                     eval_batch_size=built.loop.eval_batch_size,
-                                    wall=time.perf_counter() - started, seed=built.seed,
+                                    wall=sum(parts) + time.perf_counter() - started, seed=built.seed,
                                     config_hash=built.config_hash, run_dir=run_dir, rollouts=rollouts)
         metrics["restarts"] = restarts
+        metrics["wall_time_parts"] = [*parts, time.perf_counter() - started]
+        # Results first, metrics.json last: a run whose outputs could not all be written is never "completed".
         save(progress, optimizer, generator)
         checkpoints.write_history(run_dir / checkpoints.HISTORY, progress.history)
+        if built.job.figures and progress.history and progress.status != "interrupted":
+            _figures(built, model, data, progress, run_dir, rollouts)
         checkpoints.write_json(run_dir / checkpoints.METRICS, metrics)
-        if built.job.figures and progress.history:
-            built.logger.log_images(run_figures.make_figures(
-                model, data, progress.history, run_dir, t0=built.t0, t1=built.t1,
-                rmse_window=getattr(built.dataset, "rmse_window", None), rollout=rollouts.get("test")))
         failed = progress.status != "completed"
+    except OutputFault as fault:
+        _record_fault(run_dir, metrics or {"status": "failed", "iterations": progress.iteration}, fault)
+        raise
     finally:
         built.logger.finish(summary=metrics, failed=failed)
     return metrics
+
+
+def _figures(built: Built, model, data: Data, progress: Progress, run_dir: Path, rollouts: dict) -> None:
+    """The run's figures; a figure that cannot be written is a warning (the results are already saved)."""
+    try:
+        built.logger.log_images(run_figures.make_figures(
+            model, data, progress.history, run_dir, t0=built.t0, t1=built.t1,
+            rmse_window=getattr(built.dataset, "rmse_window", None), rollout=rollouts.get("test")))
+    except OSError as err:
+        log.warning("figures not written (%s)", err.strerror or err)
+
+
+def _record_fault(run_dir: Path, metrics: dict, fault: OutputFault) -> None:
+    """Best effort: metrics.json says the run failed to write its outputs (never "completed")."""
+    try:
+        checkpoints.write_json(run_dir / checkpoints.METRICS,
+                               {**metrics, "status": "failed", "reason": f"output not written: {fault.message()}"})
+    except OutputFault:
+        pass  # the disk is still full: the CLI's one line says it
+
+
+def check_resume_before_start(built: Built, run_dir: Path) -> None:
+    """The resume check of :func:`check_resume`, run before anything is written (preflight): a refused
+    resume must not leave its config in the run directory's ``.hydra/``."""
+    source = checkpoints.resume_source(run_dir, built.job.resume, built.job.resume_from)
+    if source is not None:
+        check_resume(checkpoints.load_checkpoint(source)["config"], built, source)
+
+
+def check_resume(saved: dict, built: Built, source: Path) -> None:
+    """A resume continues the checkpoint's run: every result key must match, except those the user
+    allows to change (``train.resume_override=[train.iterations, optim.lr]``)."""
+    changed = identity.differences(saved, built.config, built.job.resume_override)
+    if not changed:
+        return
+    key = "train.resume_from" if built.job.resume_from else "train.resume"
+    shown = "; ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changed[:4])
+    more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+    keys = ",".join(k for k, _, _ in changed[:4])
+    raise ConfigError(key, built.job.resume_from or True, f"the checkpoint {source} was trained with other settings: "
+                      f"{shown}{more}", fix=f"resume with its settings, start afresh (train.resume=false, another "
+                      f"hydra.run.dir), or allow the change: train.resume_override=[{keys}]")
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def follow_config(loaded, fresh) -> None:
+    """After a resume, the optimiser's hyperparameters are the config's (an allowed ``optim.lr``
+    change takes effect instead of being written to the config while the old value keeps running)."""
+    if not isinstance(loaded, torch.optim.Optimizer) or not isinstance(fresh, torch.optim.Optimizer):
+        return
+    for group, new in zip(loaded.param_groups, fresh.param_groups):
+        for k, v in new.items():
+            if k != "params" and k in group and not isinstance(v, torch.Tensor):
+                group[k] = v
 
 
 def reinitialise(model: torch.nn.Module, seed: int) -> None:

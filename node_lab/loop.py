@@ -219,6 +219,7 @@ def fit(
     logger: RunLogger,
     progress: Progress,
     on_eval: Callable[[Progress], None] = lambda p: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Progress:
     """Train until ``settings.total_iterations``, starting from ``progress.iteration`` (resume).
 
@@ -232,6 +233,8 @@ def fit(
     ``max_loss``: a finite training loss above it is a divergence too (a blow-up that stays finite on
     the window; its huge gradients leave Adam's second-moment estimate so large that the run freezes).
     ``loss`` (:data:`TRAIN_LOSSES`): the training loss on regression data; the metric is MSE.
+    ``should_stop`` is asked after every iteration (a signal arrived): the run then ends with status
+    ``interrupted`` at a whole iteration, ready to checkpoint and resume.
     """
     mode, loss_kind, max_loss = settings.mode, settings.loss, settings.max_loss
     batch_size, eval_every, log_every = settings.batch_size, settings.eval_every, settings.log_every
@@ -301,6 +304,9 @@ def fit(
                      row["nfe_forward"], row["nfe_backward"], 1e3 * row["step_time"])
         if f"test_{name}" in row:
             on_eval(progress)
+        if should_stop() and progress.iteration < iterations:
+            progress.status, progress.reason = "interrupted", f"interrupted at iteration {it}"
+            break
     bar.close()
     model.set_training_progress(1.0)  # evaluation and rollouts see the trained model's schedule end
     if progress.status == "running":

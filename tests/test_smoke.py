@@ -70,7 +70,8 @@ def test_resume_continues_the_same_run(make_cfg, tmp_path):
     common = ["dataset.n_train=32", "train.batch_size=8", "train.eval_every=2", "train.figures=false"]
     straight = _run(make_cfg(*common, "train.iterations=6"), tmp_path / "straight")
     _run(make_cfg(*common, "train.iterations=3"), tmp_path / "first")
-    resumed = _run(make_cfg(*common, "train.iterations=6", f"train.resume_from={tmp_path / 'first'}"),
+    resumed = _run(make_cfg(*common, "train.iterations=6", f"train.resume_from={tmp_path / 'first'}",
+                            "train.resume_override=[train.iterations]"),
                    tmp_path / "second")
     assert resumed["iterations"] == 6
     with (tmp_path / "second" / "history.csv").open() as f:

@@ -26,7 +26,11 @@ class SweepSummary(Callback):
             return
         from node_lab.checkpoints import write_failure
 
-        write_failure(Path(job_return.working_dir or config.hydra.runtime.output_dir), job_return._return_value)
+        # The job's own output folder, never job_return.working_dir: with hydra.job.chdir=false that is the
+        # folder node-lab was launched from.
+        run_dir = Path(config.hydra.runtime.output_dir)
+        if not (run_dir / "failure.json").is_file():
+            write_failure(run_dir, job_return._return_value)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from node_lab.report.summary import summarise
