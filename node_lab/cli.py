@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from node_lab import __version__
 from node_lab.errors import ConfigError, closest_first
+from node_lab.rundir import OutputFault
 
 log = logging.getLogger("node_lab")
 
@@ -99,7 +100,10 @@ def ensemble(args: list[str]) -> int:
     parser.add_argument("directory", type=Path, help="a sweep directory with ≥2 seeds per configuration")
     opts = parser.parse_args(args)
     jobs = find_jobs(opts.directory) if opts.directory.is_dir() else []
-    results = run_ensemble(opts.directory, jobs) if jobs else []
+    try:
+        results = run_ensemble(opts.directory, jobs) if jobs else []
+    except OutputFault as err:
+        return _error(err.message())
     if not results:
         return _error(ConfigError("directory", opts.directory, "has no configuration with ≥2 completed seeds",
                                   fix="node-lab train -m seed=0,1,2 ... then node-lab ensemble <sweep dir>"))
@@ -116,7 +120,13 @@ def report(args: list[str]) -> int:
     opts = parser.parse_args(args)
     if not opts.directory.is_dir():
         return _error(ConfigError("directory", opts.directory, "no such directory"))
-    result = summarise(opts.directory, opts.out)
+    try:
+        result = summarise(opts.directory, opts.out)
+    except OutputFault as err:  # a read-only folder, a full disk: one line, nothing half-written
+        return _error(err.message())
+    except OSError as err:  # the folder itself or a figure could not be made
+        where = opts.out or opts.directory
+        return _error(f"{where}: cannot write the report ({err.strerror or err}); fix: --out <a writable folder>")
     if not result["jobs"]:
         return _error(ConfigError("directory", opts.directory, "holds no run directories (no metrics.json)"))
     print(result["markdown"].read_text())
@@ -221,8 +231,6 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
     """One line for a composition or validation error; None for errors that are bugs."""
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
-
-    from node_lab.rundir import OutputFault
 
     if isinstance(err, (ConfigError, OutputFault)):
         return err.message()
@@ -358,7 +366,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from node_lab import job
     from node_lab.build import build
     from node_lab.checkpoints import write_failure
-    from node_lab.rundir import Interruption, OutputFault, RunDirectory
+    from node_lab.rundir import Interruption, RunDirectory
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)

@@ -14,7 +14,9 @@ stops at the end of an iteration instead of mid-write.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -80,6 +82,14 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path):
+    """``with atomic_open(path) as f: csv.writer(f)...``: a text buffer written atomically on exit."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    write_text(path, buffer.getvalue())
 
 
 def check_writable(path: Path, key: str = "hydra.run.dir") -> None:

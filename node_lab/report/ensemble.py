@@ -10,13 +10,18 @@ the weights); the members are evaluated on the data of the first member.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from node_lab.errors import ConfigError
 from node_lab.report.rundirs import Job, load_trained
 from node_lab.report.summary import group_rows, slug
+from node_lab.rundir import write_text
+
+log = logging.getLogger(__name__)
 
 
 def band(predictions: np.ndarray, width: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,7 +40,13 @@ def coverage(targets: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float
 def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
     from node_lab.datasets.base import Task
 
-    members = [load_trained(j) for j in jobs if j.status == "completed" and (j.path / "checkpoint.pt").is_file()]
+    members = []
+    for job in jobs:
+        if job.status == "completed" and (job.path / "checkpoint.pt").is_file():
+            try:
+                members.append(load_trained(job))
+            except ConfigError as err:  # a damaged checkpoint: this member is left out, with a warning
+                log.warning("ensemble: skipped %s (%s)", job.path, err.message())
     if len(members) < 2:
         return None
     first = members[0]
@@ -97,7 +108,9 @@ def _plot_band(path: Path, t, mean, lo, hi, y, mask) -> str:
 def ensemble(root: Path, jobs: list[Job]) -> list[dict]:
     """Ensemble every configuration of ``jobs`` with ≥2 completed seeds; writes ensemble.json/md."""
     results = [r for row in group_rows(jobs) if (r := ensemble_row(row.jobs, root, row.label)) is not None]
-    (root / "ensemble.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not results:  # nothing to combine (a single run, one seed per configuration): write nothing
+        return results
+    write_text(root / "ensemble.json", json.dumps(results, indent=2) + "\n")
     lines = ["# Seed ensembles", "", "| configuration | members | ensemble | members (mean) | ±2σ coverage |",
              "|---|---|---|---|---|"]
     for r in results:
@@ -110,5 +123,5 @@ def ensemble(root: Path, jobs: list[Job]) -> list[dict]:
                          f"{member} | {r['coverage_2sigma']:.2f} |")
         if r.get("figure"):
             lines.append(f"\n![{r['configuration']}]({r['figure']})\n")
-    (root / "ensemble.md").write_text("\n".join(lines) + "\n")
+    write_text(root / "ensemble.md", "\n".join(lines) + "\n")
     return results

@@ -13,7 +13,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclass
 class Job:
-    """One run directory. ``status`` is completed | diverged | failed | incomplete."""
+    """One run directory. ``status`` is completed | diverged | failed | interrupted | incomplete | unreadable
+    (a truncated metrics.json or config: listed with a warning, never counted)."""
 
     path: Path
     overrides: dict[str, str]
@@ -83,18 +84,35 @@ def read_config(config_file: Path) -> dict:
 
 def read_job(path: Path) -> Job:
     config_file = path / ".hydra" / "config.yaml"
-    config = read_config(config_file) if config_file.is_file() else {}
+    try:
+        config = read_config(config_file) if config_file.is_file() else {}
+    except Exception as err:  # a damaged .hydra/config.yaml: the run is listed as unreadable
+        job = Job(path=path, overrides={}, config={}, status="unreadable")
+        job.reason = f".hydra/config.yaml unreadable ({type(err).__name__})"
+        return job
     job = Job(path=path, overrides=_overrides(path), config=config or {})
     metrics_file, failure_file = path / "metrics.json", path / "failure.json"
     if metrics_file.is_file():
-        job.metrics = json.loads(metrics_file.read_text())
+        metrics = _read_json(metrics_file)
+        if metrics is None:  # truncated by a crash or a full disk: listed, never counted
+            job.status, job.reason = "unreadable", f"{metrics_file.name} is truncated or not JSON"
+            return job
+        job.metrics = metrics
         job.status, job.reason = job.metrics.get("status", "completed"), job.metrics.get("reason", "")
         if not job.config:
             job.config = {"seed": job.metrics.get("seed")}
     elif failure_file.is_file():
-        failure = json.loads(failure_file.read_text())
-        job.status, job.reason = "failed", failure.get("reason", "")
+        failure = _read_json(failure_file) or {}
+        job.status, job.reason = "failed", failure.get("reason", f"{failure_file.name} is unreadable")
     return job
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def find_jobs(root: Path) -> list[Job]:
@@ -124,11 +142,11 @@ def _number(text: str) -> float | str:
 def load_trained(job: Job):
     """The trained model of a run, rebuilt on the CPU from its checkpoint.pt (resolved config and
     weights), in eval mode: a :class:`node_lab.build.Built`."""
-    import torch
 
     from node_lab.build import build
+    from node_lab.checkpoints import load_checkpoint
 
-    state = torch.load(job.path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(job.path / "checkpoint.pt")  # a damaged one: a one-line ConfigError
     cfg = OmegaConf.create(state["config"])
     cfg.logger = {"_target_": "node_lab.tracking.NullLogger"}
     cfg.device.name = "cpu"

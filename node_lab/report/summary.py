@@ -4,6 +4,7 @@ the metric against the swept key, failed jobs with their reason, and published n
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,9 @@ import numpy as np
 from node_lab.report.figures import draw_study_figures
 from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
+from node_lab.rundir import atomic_open, write_text
+
+log = logging.getLogger(__name__)
 
 COLUMNS = {  # label → metrics.json path ({m} = the run's metric name)
     "final test {m}": "final.test_{m}",
@@ -84,7 +88,12 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
     ``out`` (default ``root``). Returns counts and the rows."""
     root, out = Path(root), Path(out or root)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = find_jobs(root)
+    found = find_jobs(root)
+    unreadable = [j for j in found if j.status == "unreadable"]
+    if unreadable:
+        log.warning("skipped %d unreadable run(s): %s", len(unreadable),
+                    ", ".join(f"{j.path} ({j.reason})" for j in unreadable))
+    jobs = [j for j in found if j.status != "unreadable"]
     rows = group_rows(jobs)
     published = load_published(published_dir) if published_dir else load_published()
     write_jobs_csv(out / "jobs.csv", jobs)
@@ -105,6 +114,9 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
         lines += ["", "## Beside the published numbers", "",
                   "| configuration | metric | ours (mean ± std) | published | difference | source | notes |",
                   "|---|---|---|---|---|---|---|"] + comparison
+    if unreadable:
+        lines += ["", "## Skipped (unreadable run directories)", ""]
+        lines += [f"- `{j.path}`: {j.reason}" for j in unreadable]
     bad = [j for j in jobs if j.status in ("failed", "diverged")]
     if bad:
         lines += ["", "## Failed or diverged jobs", ""]
@@ -118,7 +130,7 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
     gallery = copy_figures(rows, out)
     if gallery:
         lines += ["", "## Figures (first completed seed of each configuration)", ""] + gallery
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
     return {"jobs": len(jobs), "failed": sum(j.status == "failed" for j in jobs),
             "diverged": sum(j.status == "diverged" for j in jobs), "rows": table, "markdown": out / "summary.md"}
 
@@ -147,7 +159,7 @@ def slug(text: str) -> str:
 def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
     keys = ["path", "study", "row", "seed", "status", "reason", "metric", "final", "best", "nfe_forward",
             "nfe_backward", "wall_time", "restarts"]
-    with path.open("w", newline="") as f:
+    with atomic_open(path) as f:
         writer = csv.writer(f)
         writer.writerow(keys)
         for j in jobs:
@@ -182,7 +194,7 @@ def write_summary_csv(path: Path, rows: list[Row], extra: dict[str, str] | None 
             mean, std = mean_std(r.values(p))
             entry[label], entry[label + " mean"], entry[label + " std"] = fmt(mean, std), mean, std
         table.append(entry)
-    with path.open("w", newline="") as f:
+    with atomic_open(path) as f:
         fields = ["configuration", "study", "seeds", "diverged", "failed", "restarted"]
         fields += [k for k in (table[0] if table else {}) if k.endswith(" mean") or k.endswith(" std")]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
