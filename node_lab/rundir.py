@@ -202,11 +202,19 @@ class RunDirectory:
                 removed.append(entry.name)
             except OSError:
                 pass
-        for name, data in self.records.items():  # the earlier run's record of its config, as it was
-            try:
-                (self.path / name).write_bytes(data)
-            except OSError:
-                pass
+        if self.records:  # the earlier run's record of its config, as it was (Hydra rewrote the folder)
+            folder = self.path / ".hydra"
+            for extra in (p for p in folder.iterdir() if f".hydra/{p.name}" not in self.records) if folder.is_dir() \
+                    else ():
+                try:
+                    extra.unlink()
+                except OSError:
+                    pass
+            for name, data in self.records.items():
+                try:
+                    (self.path / name).write_bytes(data)
+                except OSError:
+                    pass
         if self.snapshot is None:
             try:
                 self.path.rmdir()  # only if empty: never a folder with something of the user's in it

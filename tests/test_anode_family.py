@@ -40,7 +40,8 @@ def _model(cls=FirstOrderODE, *, data_dim=2, output_dim=1, p=0, aug=ZeroAugmenta
 def test_mnist_first_subset_matches_torchvision(make_cfg):
     import torchvision
 
-    data = build(make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=1000", "dataset.n_test=1000")).dataset.load()
+    cfg = make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=1000", "dataset.n_test=1000")
+    data = build(cfg).dataset.load()
     assert data.train.x.shape == (1000, 1, 28, 28) and data.test.x.shape == (1000, 1, 28, 28)
     assert data.train.y.dtype == torch.long and data.loss == "cross_entropy" and data.output_dim == 10
     assert 0.0 <= float(data.train.x.min()) and float(data.train.x.max()) <= 1.0
@@ -53,8 +54,8 @@ def test_mnist_first_subset_matches_torchvision(make_cfg):
 
 @needs_mnist
 def test_mnist_random_subset_and_standardisation(make_cfg):
-    cfg = make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=500", "dataset.n_test=100", "dataset.subset=random",
-                   "dataset.normalize=standard")
+    cfg = make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=500", "dataset.n_test=100",
+                   "dataset.subset=random", "dataset.normalize=standard")
     data = build(cfg).dataset.load()
     assert data.train.x.shape[0] == 500 and data.test.x.shape[0] == 100
     assert abs(float(data.train.x.mean())) < 1e-4 and abs(float(data.train.x.std()) - 1.0) < 1e-3

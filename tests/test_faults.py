@@ -204,3 +204,309 @@ def test_cuda_refused_without_cuda(capsys, monkeypatch, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert "CUDA is not available" in _one_line(capsys, monkeypatch, tmp_path, ["device=cuda"])
+
+
+# --- run-time faults: run directories, locks, resume, interruption, writes ------------------------------------
+
+import errno  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from node_lab import checkpoints, identity, job, rundir  # noqa: E402
+from node_lab.build import build  # noqa: E402
+
+BASE = ["logger=none", "dataset.n_train=32", "dataset.n_test=16", "train.eval_every=2", "train.figures=false"]
+TINY = [*BASE, "train.iterations=4"]
+
+
+def _train(capsys, monkeypatch, cwd: Path, *args: str) -> tuple[int, str]:
+    """``node-lab train`` in this process: (exit code, stderr)."""
+    import logging
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        code = cli.main(["train", *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:  # Hydra points the root logger at this test's captured stderr: undo it for the next test
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+    return code, capsys.readouterr().err.strip()
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(make_cfg, tmp_path) -> Path:
+    """A small completed run directory (a resumable checkpoint) that the cases below must not harm."""
+    run_dir = tmp_path / "earlier"
+    job.run(build(make_cfg(*TINY)), run_dir, group="test", name="earlier")
+    (run_dir / "notes.txt").write_text("the researcher's own notes\n")
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text("# the earlier run's record\n")
+    return run_dir
+
+
+def _failing(finished: Path, scratch: Path) -> dict[str, list[str]]:
+    empty = scratch / "no_checkpoint"
+    empty.mkdir(exist_ok=True)
+    return {
+        "data error after start": [f"hydra.run.dir={finished}", "train.batch_size=100000"],
+        "resume plus a bad batch size": [f"hydra.run.dir={finished}", "train.resume=true", "train.batch_size=100000",
+                                         *TINY[1:]],
+        "resume_from a folder without checkpoint": [f"hydra.run.dir={finished}", f"train.resume_from={empty}"],
+        "resume with another solver": [f"hydra.run.dir={finished}", "train.resume=true", "solver=rk4", *TINY[1:]],
+        "resume with another lr": [f"hydra.run.dir={finished}", "train.resume=true", "optim.lr=0.5", *TINY[1:]],
+        "resume with more iterations, not allowed": [f"hydra.run.dir={finished}", "train.resume=true",
+                                                     *BASE[1:], "train.iterations=8"],
+        "a typo into an existing run dir": [f"hydra.run.dir={finished}", "train.iteratons=3"],
+        "the launch folder as run dir": ["hydra.run.dir=.", "train.batch_size=100000"],
+    }
+
+
+CASES_RUNTIME = ["data error after start", "resume plus a bad batch size", "resume_from a folder without checkpoint",
+                 "resume with another solver", "resume with another lr", "resume with more iterations, not allowed",
+                 "a typo into an existing run dir", "the launch folder as run dir"]
+
+
+@pytest.mark.parametrize("case", CASES_RUNTIME)
+def test_a_failing_invocation_leaves_an_existing_run_dir_as_it_was(capsys, monkeypatch, tmp_path, finished_run, case):
+    args = _failing(finished_run, tmp_path)[case]
+    cwd = finished_run if "hydra.run.dir=." in args else tmp_path
+    before = _tree(finished_run)
+    code, err = _train(capsys, monkeypatch, cwd, *[a for a in args if a != "logger=none"], "logger=none")
+    last = err.splitlines()[-1] if err else ""
+    assert code == 2, err
+    assert last.startswith("node-lab: error: ") and "Traceback" not in err, err
+    assert _tree(finished_run) == before, "the run directory changed"
+
+
+def test_resume_with_another_solver_names_the_keys(capsys, monkeypatch, tmp_path, finished_run):
+    code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={finished_run}", "train.resume=true",
+                       "solver=rk4", *TINY)
+    assert code == 2 and "solver.method: dopri5 -> rk4" in err and "train.resume_override=[" in err, err
+
+
+def test_allowed_lr_change_takes_effect(make_cfg, tmp_path, finished_run):
+    built = build(make_cfg(*BASE, "train.iterations=6", f"train.resume_from={finished_run}",
+                           "optim.lr=0.5", "train.resume_override=[optim.lr,train.iterations]"))
+    seen = []
+    original = built.optimizer
+
+    def spy(params):
+        optimizer = original(params)
+        seen.append(optimizer)
+        return optimizer
+
+    built.optimizer = spy
+    job.run(built, tmp_path / "resumed", group="test", name="resumed")
+    assert seen[0].param_groups[0]["lr"] == 0.5  # the loaded optimiser follows the config
+
+
+def test_resume_keeps_restart_history_and_wall_time(make_cfg, tmp_path):
+    first = tmp_path / "first"
+    cfg = [*TINY, "optim.lr=1e6", "solver.max_num_steps=30", "train.max_restarts=1"]
+    ran = job.run(build(make_cfg(*cfg)), first, group="t", name="first")
+    assert ran["restarts"], "the setup must restart once"
+    state = torch.load(first / checkpoints.CHECKPOINT, weights_only=False)
+    assert state["restarts"] == ran["restarts"] and state["wall_time_parts"]
+    again = job.run(build(make_cfg(*cfg, f"train.resume_from={first}")), tmp_path / "again", group="t", name="again")
+    assert again["restarts"] == ran["restarts"] and again["seed"] == ran["seed"]
+    assert len(again["wall_time_parts"]) == 2 and again["wall_time"] >= again["wall_time_parts"][0]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, b"not a checkpoint", "truncated", "foreign"])
+def test_a_damaged_checkpoint_is_one_line(capsys, monkeypatch, tmp_path, finished_run, content):
+    path = finished_run / checkpoints.CHECKPOINT
+    if content == "truncated":
+        content = path.read_bytes()[:200]
+    elif content == "foreign":
+        torch.save({"weights": torch.zeros(3)}, path)
+        content = path.read_bytes()
+    path.write_bytes(content)
+    code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={finished_run}", "train.resume=true", *TINY)
+    assert code == 2 and err.startswith("node-lab: error: checkpoint=") and "\n" not in err, err
+    assert "train.resume=false" in err and path.read_bytes() == content
+
+
+def test_a_second_run_into_a_busy_directory_is_refused(capsys, monkeypatch, tmp_path):
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / rundir.LOCK).write_text(json.dumps({"pid": owner.pid, "host": __import__("socket").gethostname(),
+                                                        "started": "now"}))
+        before = _tree(run_dir)
+        code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={run_dir}", *TINY)
+        assert code == 2 and f"pid {owner.pid}" in err and "in use by another node-lab run" in err, err
+        assert _tree(run_dir) == before
+    finally:
+        owner.kill()
+        owner.wait()
+    code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={run_dir}", *TINY)  # its owner is gone: stale
+    assert code == 0, err
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert not (run_dir / rundir.LOCK).exists(), "the lock is released at the end"
+
+
+def test_a_busy_sweep_directory_is_refused(capsys, monkeypatch, tmp_path):
+    (tmp_path / "sweep" / "0").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / rundir.LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere"}))
+    code, err = _train(capsys, monkeypatch, tmp_path, "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY)
+    assert code == 2 and "elsewhere" in err, err
+
+
+def test_truncated_metrics_are_skipped_by_report_and_rerun(make_cfg, tmp_path, caplog):
+    from node_lab.report.summary import summarise
+
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        job.run(build(make_cfg(*TINY, f"seed={seed}", "train.skip_finished=true")), sweep / str(seed), group="t",
+                name=str(seed))
+    broken = sweep / "1" / "metrics.json"
+    broken.write_text(broken.read_text()[:40])
+    result = summarise(sweep)
+    assert result["jobs"] == 1 and "unreadable" in caplog.text and str(sweep / "1") in caplog.text
+    assert "Skipped (unreadable" in (sweep / "summary.md").read_text()
+    rerun = job.run(build(make_cfg(*TINY, "seed=1", "train.skip_finished=true")), sweep / "1", group="t", name="1")
+    assert rerun["status"] == "completed" and json.loads(broken.read_text())["status"] == "completed"
+
+
+def test_ensemble_of_a_single_run_writes_nothing(capsys, make_cfg, tmp_path):
+    job.run(build(make_cfg(*TINY)), tmp_path / "one", group="t", name="one")
+    assert cli.main(["ensemble", str(tmp_path / "one")]) == 2
+    assert not list((tmp_path / "one").glob("ensemble*"))
+
+
+def test_a_new_key_at_its_default_keeps_the_hash(make_cfg):
+    built = build(make_cfg(*TINY))
+    config = json.loads(json.dumps(built.config))
+    config["solver"].pop("max_num_steps")  # a config written before the key existed
+    config["train"].pop("resume_override")
+    assert identity.config_hash(config) == built.config_hash
+    assert build(make_cfg(*TINY, "solver.max_num_steps=5")).config_hash != built.config_hash
+
+
+def test_a_run_hashed_another_way_is_still_finished(make_cfg, tmp_path):
+    run_dir = tmp_path / "old"
+    first = job.run(build(make_cfg(*TINY)), run_dir, group="t", name="old")
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    stored["config_hash"] = "0123456789abcdef"  # what an earlier version wrote
+    (run_dir / "metrics.json").write_text(json.dumps(stored))
+    again = job.run(build(make_cfg(*TINY, "train.skip_finished=true")), run_dir, group="t", name="old")
+    assert again["config_hash"] == "0123456789abcdef" and again["final"] == first["final"]  # skipped, not rerun
+
+
+def test_interrupted_run_checkpoints_and_resumes_bit_identically(make_cfg, tmp_path):
+    common = [*BASE, "train.iterations=8", "train.eval_every=3", "train.batch_size=8"]
+    straight = job.run(build(make_cfg(*common)), tmp_path / "straight", group="t", name="s")
+    calls = iter(range(100))
+    stopped = job.run(build(make_cfg(*common)), tmp_path / "cut", group="t", name="c",
+                      should_stop=lambda: next(calls) >= 4)
+    assert stopped["status"] == "interrupted" and stopped["iterations"] == 5, stopped["reason"]
+    state = torch.load(tmp_path / "cut" / checkpoints.CHECKPOINT, weights_only=False)
+    assert state["progress"]["iteration"] == 5  # every iteration done is in the checkpoint, not only the last eval
+    resumed = job.run(build(make_cfg(*common, "train.resume=true")), tmp_path / "cut", group="t", name="c")
+    assert resumed["status"] == "completed" and resumed["final"] == straight["final"]
+    rows = lambda d: (d / "history.csv").read_text()  # noqa: E731
+    assert rows(tmp_path / "cut").replace("\r", "") .splitlines()[1:] != [] and [
+        r.split(",")[1] for r in rows(tmp_path / "cut").splitlines()[1:]] == [
+        r.split(",")[1] for r in rows(tmp_path / "straight").splitlines()[1:]]
+
+
+class _FullDisk:
+    """fsync that fails with ENOSPC from its ``after``-th call on: the disk fills up mid-run."""
+
+    def __init__(self, after: int) -> None:
+        self.calls, self.after, self.real = 0, after, os.fsync
+
+    def __call__(self, fd):
+        self.calls += 1
+        if self.calls >= self.after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real(fd)
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(capsys, monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(rundir.os, "fsync", _FullDisk(after=3))  # lock, first checkpoint, then full
+    code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={run_dir}", *BASE, "train.iterations=6")
+    last = err.splitlines()[-1]
+    assert code == 1 and last.startswith("node-lab: error: ") and "No space left on device" in last, err
+    assert "Traceback" not in err
+    state = torch.load(run_dir / checkpoints.CHECKPOINT, weights_only=False)
+    assert state["progress"]["iteration"] == 2  # the last good checkpoint survived the failed write
+    assert not list(run_dir.glob(".*.tmp")), "no temporary file left behind"
+    metrics = checkpoints.read_metrics(run_dir)
+    assert metrics is None or metrics["status"] != "completed"
+
+
+def test_a_crash_writes_failure_json_into_the_run_dir_not_the_launch_dir(capsys, monkeypatch, tmp_path):
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in node-lab")
+
+    monkeypatch.setattr(job, "run", bug)
+    run_dir = tmp_path / "run"
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    code, err = _train(capsys, monkeypatch, launch, f"hydra.run.dir={run_dir}", *TINY)
+    assert code == 1 and "a bug in node-lab" in err  # a bug keeps its traceback: it is ours to fix
+    assert "a bug in node-lab" in json.loads((run_dir / "failure.json").read_text())["reason"]
+    assert not (launch / "failure.json").exists()
+
+
+@pytest.mark.parametrize("case,hint", [("/proc/node-lab-x", "cannot be written"), ("FILE/run", "is a file")])
+def test_unwritable_output_paths(capsys, monkeypatch, tmp_path, case, hint):
+    (tmp_path / "FILE").write_text("x")
+    path = case.replace("FILE", str(tmp_path / "FILE"))
+    code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={path}", *TINY)
+    assert code == 2 and hint in err and "\n" not in err, err
+    monkeypatch.setenv("NODE_LAB_OUTPUTS", path)
+    code, err = _train(capsys, monkeypatch, tmp_path, *TINY)
+    assert code == 2 and "NODE_LAB_OUTPUTS" in err, err
+
+
+NODE_LAB = str(Path(sys.executable).parent / "node-lab")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_at_an_iteration_and_the_run_resumes_identically(tmp_path, sig, code):
+    args = ["train", "logger=none", "train.iterations=400", "train.eval_every=2", "train.figures=false"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([NODE_LAB, *args, f"hydra.run.dir={cut}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (cut / checkpoints.CHECKPOINT).is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    line = next(row for row in err.splitlines() if row.startswith("node-lab: interrupted at iteration"))
+    assert "train.resume=true" in line
+    metrics = json.loads((cut / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and 0 < metrics["iterations"] < 400
+    assert subprocess.run([NODE_LAB, *args, f"hydra.run.dir={cut}", "train.resume=true"], cwd=tmp_path, env=env,
+                          capture_output=True).returncode == 0
+    straight = tmp_path / "straight"
+    assert subprocess.run([NODE_LAB, *args, f"hydra.run.dir={straight}"], cwd=tmp_path, env=env,
+                          capture_output=True).returncode == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (cut, straight))
+    assert a["status"] == "completed" and a["final"] == b["final"] and a["best"] == b["best"]
+    assert (cut / "history.csv").read_text().splitlines()[1:][-1].split(",")[1] == (
+        straight / "history.csv").read_text().splitlines()[1:][-1].split(",")[1]
