@@ -510,3 +510,43 @@ def test_a_signal_stops_at_an_iteration_and_the_run_resumes_identically(tmp_path
     assert a["status"] == "completed" and a["final"] == b["final"] and a["best"] == b["best"]
     assert (cut / "history.csv").read_text().splitlines()[1:][-1].split(",")[1] == (
         straight / "history.csv").read_text().splitlines()[1:][-1].split(",")[1]
+
+
+def _data_folder(tmp_path: Path, kind: str) -> Path:
+    from conftest import SHARED_DATA
+
+    root = tmp_path / "data"
+    if kind in ("random bytes", "truncated"):
+        (root / "MNIST" / "raw").mkdir(parents=True)
+        for source in (SHARED_DATA / "MNIST" / "raw").iterdir():
+            data = os.urandom(4000) if kind == "random bytes" else source.read_bytes()[:1000]
+            (root / "MNIST" / "raw" / source.name).write_bytes(data)
+    else:
+        (root / "silverbox").mkdir(parents=True)
+        source = (SHARED_DATA / "silverbox" / "SNLS80mV.csv").read_text().splitlines()
+        text = {"header only": source[0], "empty": "", "too short": "\n".join(source[:50]),
+                "text in numbers": "\n".join([source[0], *["a,b,c" for _ in range(6000)]])}[kind]
+        (root / "silverbox" / "SNLS80mV.csv").write_text(text + "\n")
+    return root
+
+
+DATA_FILES = [(["model=odenet", "dataset=mnist", "dataset.n_train=10", "dataset.n_test=10"], kind, "dataset.root")
+              for kind in ("random bytes", "truncated")] + [
+    (["experiment=sonode/silverbox_sonode"], kind, "dataset.path")
+    for kind in ("header only", "empty", "too short", "text in numbers")]
+
+
+@pytest.mark.parametrize("args,kind,key", DATA_FILES, ids=[f"{k}: {a[-1]}" for a, k, _ in DATA_FILES])
+def test_a_damaged_data_file_is_one_line_and_leaves_nothing(capsys, monkeypatch, tmp_path, args, kind, key):
+    monkeypatch.setenv("NODE_LAB_DATA", str(_data_folder(tmp_path, kind)))
+    code, err = _train(capsys, monkeypatch, tmp_path, *args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    last = err.splitlines()[-1]
+    assert code == 2 and last.startswith(f"node-lab: error: {key}=") and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists(), "a refused run left its directory"
+
+
+def test_more_images_than_exist_is_refused(capsys, monkeypatch, tmp_path):
+    code, err = _train(capsys, monkeypatch, tmp_path, "model=odenet", "dataset=mnist", "dataset.n_test=20000",
+                       "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "dataset.n_test=20000" in err and "10000 images" in err, err
+    assert not (tmp_path / "run").exists()
