@@ -1,6 +1,9 @@
 """What a run writes into its run directory, and reads back to resume or skip: the one writer.
 
-- ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config;
+- ``last.pt``: the last model with its optimiser state, progress, RNG state and resolved config
+  (what a resume continues from); ``best.pt``: the weights of the model selected on validation
+  (iteration, metric, config). Run directories of earlier versions hold one ``checkpoint.pt``
+  (the layout of ``last.pt``), still read for resume, ``eval`` and ``load_run``;
 - ``metrics.json``: the run's metrics (see :mod:`node_lab.scoring`);
 - ``history.csv``: one row per iteration;
 - ``failure.json``: the reason of a job that raised (the sweep summary lists it).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +26,10 @@ import torch
 from node_lab.errors import ConfigError
 from node_lab.loop import Progress
 
-CHECKPOINT = "checkpoint.pt"
+LAST = "last.pt"
+BEST = "best.pt"
+LEGACY = "checkpoint.pt"  # the single checkpoint of run directories before best.pt/last.pt
+CHECKPOINTS = {"best": BEST, "last": LAST}
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 FAILURE = "failure.json"
@@ -45,13 +52,50 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer, progress: Pro
     tmp.replace(path)  # never leave a half-written checkpoint behind
 
 
+def save_best(path: Path, model: torch.nn.Module, progress: Progress, metric: str, config: dict) -> None:
+    """The weights of the best model so far on validation (``metric`` names its ``progress.best``)."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "iteration": progress.best_iteration, metric: progress.best,
+                "config": config}, tmp)
+    tmp.replace(path)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """``last.pt``, or the ``checkpoint.pt`` of an earlier version's run directory; None if neither."""
+    return next((p for p in (run_dir / LAST, run_dir / LEGACY) if p.is_file()), None)
+
+
+def model_checkpoint(run_dir: Path, which: str) -> Path | None:
+    """The checkpoint of the ``best`` or ``last`` model of a run directory. An earlier version's
+    run directory has one model, its last (``checkpoint.pt``), which is what it reported."""
+    path = run_dir / CHECKPOINTS[which]
+    if path.is_file():
+        return path
+    legacy = run_dir / LEGACY
+    return legacy if legacy.is_file() and not (run_dir / LAST).is_file() else None
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=False)
 
 
-def restore(state: dict, model: torch.nn.Module, optimizer, generator: torch.Generator) -> Progress:
-    """Load a checkpoint's weights, optimiser and RNG state; the progress to continue from."""
-    model.load_state_dict(state["model"])
+def load_weights(model: torch.nn.Module, state: dict, path: Path, key: str, value: object) -> None:
+    """``state["model"]`` into ``model``; a checkpoint of another model shape is a ConfigError
+    naming ``key`` (what pointed at the checkpoint, or the override that changed the shape)."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # size mismatch, missing or unexpected parameters
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise ConfigError(key, value, f"the model in {path} has another shape than this config's "
+                          f"({lines[0] if lines else str(err).splitlines()[0]})",
+                          fix="use the config the checkpoint was trained with") from None
+
+
+def restore(state: dict, model: torch.nn.Module, optimizer, generator: torch.Generator, path: Path,
+            key: str) -> Progress:
+    """Load a checkpoint's weights, optimiser and RNG state; the progress to continue from. ``key``:
+    the setting that chose the checkpoint (named by the error when its model does not fit)."""
+    load_weights(model, state, path, key, str(path))
     optimizer.load_state_dict(state["optimizer"])
     progress = Progress(**state["progress"])
     progress.status = "running"
@@ -60,18 +104,24 @@ def restore(state: dict, model: torch.nn.Module, optimizer, generator: torch.Gen
     return progress
 
 
+def carry_best(source: Path, run_dir: Path) -> None:
+    """A run resumed from another directory's checkpoint takes that directory's best.pt along (the
+    best model so far may be from before the resume)."""
+    best = source.parent / BEST
+    if source.parent.resolve() != run_dir.resolve() and best.is_file():
+        shutil.copyfile(best, run_dir / BEST)
+
+
 def resume_source(run_dir: Path, resume: bool, resume_from: str | None) -> Path | None:
     """The checkpoint a run continues from: ``train.resume_from`` (a run dir or a file), or with
     ``train.resume`` the one already in ``run_dir`` (e.g. a requeued job); None: a fresh start."""
     if resume_from:
         source = Path(resume_from)
-        source = source / CHECKPOINT if source.is_dir() else source
-        if not source.is_file():
-            raise ConfigError("train.resume_from", resume_from, f"has no {CHECKPOINT}")
+        source = last_checkpoint(source) if source.is_dir() else source
+        if source is None or not source.is_file():
+            raise ConfigError("train.resume_from", resume_from, f"has no {LAST} (nor an earlier {LEGACY})")
         return source
-    if resume and (run_dir / CHECKPOINT).is_file():
-        return run_dir / CHECKPOINT
-    return None
+    return last_checkpoint(run_dir) if resume else None
 
 
 def finished_metrics(run_dir: Path, config_hash: str) -> dict | None:

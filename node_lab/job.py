@@ -5,8 +5,10 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
 - ``metrics.json``: status (completed | diverged) and reason, final and best metrics, forward
   and backward NFE, wall time, parameter count, seed, iterations (:mod:`node_lab.scoring`);
 - ``history.csv``: one row per iteration (loss, metric, NFE, step time, STEER end time);
-- ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config
-  (every file is written by :mod:`node_lab.checkpoints`);
+- ``last.pt`` (the last model, optimiser, progress, RNG state, resolved config: what a resume
+  continues from) and ``best.pt`` (the model selected on validation); ``train.select`` (best |
+  last) decides which one the final metrics, figures, logger summary and ``eval`` use (every file
+  is written by :mod:`node_lab.checkpoints`);
 - ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
 - physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
   ``physics`` in metrics.json, ``energy.csv``, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
@@ -31,13 +33,15 @@ import torch
 
 from node_lab import checkpoints, run_figures, scoring
 from node_lab.datasets.base import Data
-from node_lab.errors import ConfigError, check_number
-from node_lab.loop import Progress, fit, training_split
+from node_lab.errors import ConfigError, check_choice, check_number
+from node_lab.loop import Progress, fit, metric_name, training_split
 
 if TYPE_CHECKING:
     from node_lab.build import Built
 
 log = logging.getLogger(__name__)
+
+SELECT = ["best", "last"]
 
 
 @dataclass
@@ -49,31 +53,47 @@ class JobSettings:
     figures: bool = True
     skip_finished: bool = False  # a run dir with a completed run of the same config hash is not rerun
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
+    select: str = "best"  # the model the run reports: best (on validation) | last
 
     def __post_init__(self) -> None:
+        check_choice("select", self.select, SELECT)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
         for key in ("resume", "figures", "skip_finished"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
         if self.resume_from is not None and not Path(self.resume_from).exists():
             raise ConfigError("resume_from", self.resume_from, "no such checkpoint or run directory",
-                              fix=f"point train.resume_from at a run directory holding {checkpoints.CHECKPOINT}")
+                              fix=f"point train.resume_from at a run directory holding {checkpoints.LAST}")
 
 
-def _load_data(built: Built) -> Data:
-    data = built.dataset.load()
+def load_data(built: Built) -> Data:
+    """The dataset's splits on the run's device and dtype, the forcing handed to the model, and the
+    validation split (a dataset without one: the training split, with a warning)."""
+    try:
+        data = built.dataset.load()
+    except ConfigError as err:  # a data file or size found wrong on loading: the message names dataset.<key>
+        raise err.with_prefix("dataset") from None
     dev, dtype = built.device.torch_device, built.device.dtype
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
     data.extra = {name: split.to(dev, dtype) for name, split in data.extra.items()}
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
     built.model.set_forcing(data.forcing)
+    if data.val is None:
+        log.warning("%s has no validation split: the model is selected on its training split",
+                    built.dataset.describe())
+        data.val = data.train
+    else:
+        data.val = data.val.to(dev, dtype)
+    return data
+
+
+def _check_batch_size(built: Built, data: Data) -> None:
     n = len(training_split(data, built.loop.mode)[0])
     if built.loop.batch_size is not None and built.loop.batch_size > n:
         raise ConfigError("train.batch_size", built.loop.batch_size,
                           f"exceeds the {n} training samples of {built.dataset.describe()}",
                           fix=f"train.batch_size=null (full batch) or <= {n}")
-    return data
 
 
 def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
@@ -86,7 +106,8 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
             return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
-    data = _load_data(built)
+    data = load_data(built)
+    _check_batch_size(built, data)
     model = built.model.to(built.device.torch_device, built.device.dtype)
     optimizer = built.optimizer(model.parameters())
     generator = torch.Generator().manual_seed(built.seed)
@@ -94,22 +115,29 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     source = checkpoints.resume_source(run_dir, built.job.resume, built.job.resume_from)
     if source is not None:
         state = checkpoints.load_checkpoint(source, built.device.torch_device)
-        progress = checkpoints.restore(state, model, optimizer, generator)
+        key = "train.resume_from" if built.job.resume_from else "train.resume"
+        progress = checkpoints.restore(state, model, optimizer, generator, source, key)
         log.info("resumed from %s at iteration %d", source, progress.iteration)
     log.info("model %s | solver %s | steer %s | device %s (%d threads) | %d params | %d iterations",
              model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
              torch.get_num_threads(), scoring.n_params(model), built.loop.total_iterations(len(data.train)))
-    checkpoint = run_dir / checkpoints.CHECKPOINT
+    last_path, best_path = run_dir / checkpoints.LAST, run_dir / checkpoints.BEST
+    if source is not None:
+        checkpoints.carry_best(source, run_dir)
+    metric = f"val_{metric_name(data)}"
 
     def save(progress: Progress, optimizer, generator: torch.Generator) -> None:
-        checkpoints.save_checkpoint(checkpoint, model, optimizer, progress, generator, built.config)
+        checkpoints.save_checkpoint(last_path, model, optimizer, progress, generator, built.config)
+
+    def save_best(progress: Progress) -> None:
+        checkpoints.save_best(best_path, model, progress, metric, built.config)
 
     built.logger.start(run_dir, built.config, group, name)
     failed, metrics, restarts = True, {}, []
     try:
         while True:
             fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
-                logger=built.logger, progress=progress,
+                logger=built.logger, progress=progress, on_best=save_best,
                 on_eval=lambda p, o=optimizer, g=generator: save(p, o, g))
             if progress.status != "diverged" or len(restarts) >= built.job.max_restarts:
                 break
@@ -117,17 +145,20 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
             restarts.append({"seed": seed, "after": progress.reason})
             log.warning("restart %d/%d from a fresh initialisation, seed %d (%s)", len(restarts),
                         built.job.max_restarts, seed, progress.reason)
+            best_path.unlink(missing_ok=True)  # the failed attempt's best is not this attempt's
             reinitialise(model, seed)
             optimizer = built.optimizer(model.parameters())
             generator = torch.Generator().manual_seed(seed)
             progress = Progress()
+        save(progress, optimizer, generator)  # last.pt: the last model, for resume
+        last, selected = _select(built, model, data, progress, best_path)
         rollouts: dict = {}  # the physics rollout of the final metrics, drawn again by the figures
         metrics = scoring.summarise(model, data, progress, t0=built.t0, t1=built.t1,
                                     eval_batch_size=built.loop.eval_batch_size,
                                     wall=time.perf_counter() - started, seed=built.seed,
-                                    config_hash=built.config_hash, run_dir=run_dir, rollouts=rollouts)
+                                    config_hash=built.config_hash, run_dir=run_dir, selected=selected,
+                                    last=last, rollouts=rollouts)
         metrics["restarts"] = restarts
-        save(progress, optimizer, generator)
         checkpoints.write_history(run_dir / checkpoints.HISTORY, progress.history)
         checkpoints.write_json(run_dir / checkpoints.METRICS, metrics)
         if built.job.figures and progress.history:
@@ -138,6 +169,21 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     finally:
         built.logger.finish(summary=metrics, failed=failed)
     return metrics
+
+
+def _select(built: Built, model: torch.nn.Module, data: Data, progress: Progress,
+            best_path: Path) -> tuple[dict | None, dict]:
+    """With ``train.select=best``, load best.pt's weights into ``model`` when they are not the last
+    ones. Returns the last model's val/test metrics (None unless the run completed) and which
+    checkpoint is selected."""
+    if progress.status != "completed":
+        return None, {"checkpoint": "last", "iteration": progress.iteration}
+    last = scoring.last_metrics(model, data, built.t0, built.t1, built.loop.eval_batch_size, progress.iteration)
+    best = progress.best_iteration
+    if built.job.select == "best" and best is not None and best != progress.iteration and best_path.is_file():
+        model.load_state_dict(checkpoints.load_checkpoint(best_path, built.device.torch_device)["model"])
+        return last, {"checkpoint": "best", "iteration": best}
+    return last, {"checkpoint": built.job.select, "iteration": progress.iteration}
 
 
 def reinitialise(model: torch.nn.Module, seed: int) -> None:

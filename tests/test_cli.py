@@ -30,7 +30,7 @@ def test_train_subprocess_leaves_complete_run_dir_with_wandb_offline(tmp_path):
     out = proc.stdout + proc.stderr
     for field in ("final", "best", "NFE / iter", "wall time", "parameters", "run dir"):
         assert field in out
-    for name in ("metrics.json", "history.csv", "checkpoint.pt", "loss.png", "predictions.png", "train.log",
+    for name in ("metrics.json", "history.csv", "last.pt", "best.pt", "loss.png", "predictions.png", "train.log",
                  ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb")), "no W&B offline run"

@@ -48,15 +48,22 @@ def test_combination_trains(make_cfg, tmp_path, model, aug, steer):
 
 def test_run_directory_contents(make_cfg, tmp_path):
     metrics = _run(make_cfg("train.iterations=4", "train.eval_every=2"), tmp_path)
-    for name in ("metrics.json", "history.csv", "checkpoint.pt", "loss.png", "predictions.png"):
+    for name in ("metrics.json", "history.csv", "last.pt", "best.pt", "loss.png", "predictions.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("status", "final", "best", "nfe_forward", "nfe_backward", "wall_time", "params", "seed"):
+    for key in ("status", "final", "best", "last", "selected", "nfe_forward", "nfe_backward", "wall_time", "params",
+                "seed"):
         assert key in saved
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for split in ("train", "val", "test"):
+        assert 0.0 <= saved["final"][f"{split}_accuracy"] <= 1.0 and f"{split}_loss" in saved["final"]
+    assert saved["best"]["iteration"] in (2, 4) and "val_accuracy" in saved["best"]
+    assert saved["last"]["iteration"] == 4 and {"val_accuracy", "test_accuracy"} <= set(saved["last"])
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert {"model", "optimizer", "progress", "config"} <= set(ckpt)
     assert ckpt["config"]["model"]["_target_"] == "node_lab.models.FirstOrderODE"
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["iteration"] == saved["best"]["iteration"] and best["val_accuracy"] == saved["best"]["val_accuracy"]
 
 
 @pytest.mark.parametrize("dataset,model", [("sine", "sonode"), ("compact_parity", "anode")])

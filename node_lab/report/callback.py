@@ -26,7 +26,8 @@ class SweepSummary(Callback):
             return
         from node_lab.checkpoints import write_failure
 
-        write_failure(Path(job_return.working_dir or config.hydra.runtime.output_dir), job_return._return_value)
+        # the job's output directory: working_dir is the launch directory when hydra.job.chdir is false
+        write_failure(Path(config.hydra.runtime.output_dir), job_return._return_value)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from node_lab.report.summary import summarise

@@ -3,7 +3,7 @@ distribution (seed 002's question: posterior predictives from NODEs by deep ense
 
 Trajectory tasks: predictive mean and a ±2σ band over the members, and the coverage of the held-out
 (observed test) points by the band. Classifiers: the ensemble's accuracy (mean output) beside the
-members'. Everything is read from the run directories (checkpoint.pt holds the resolved config and
+members'. Everything is read from the run directories (the checkpoints hold the resolved config and
 the weights); the members are evaluated on the data of the first member.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from node_lab.report.rundirs import Job, load_trained
+from node_lab.report.rundirs import Job, has_model, load_trained
 from node_lab.report.summary import group_rows, slug
 
 
@@ -35,7 +35,7 @@ def coverage(targets: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float
 def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
     from node_lab.datasets.base import Task
 
-    members = [load_trained(j) for j in jobs if j.status == "completed" and (j.path / "checkpoint.pt").is_file()]
+    members = [load_trained(j) for j in jobs if j.status == "completed" and has_model(j)]
     if len(members) < 2:
         return None
     first = members[0]
