@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node-lab {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command in ("-sc", "--shell-completion"):  # the installed bash completion asks `node-lab -sc query=bash`
+        return _complete(argv)
     if command not in COMMANDS:
         return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
                                   fix="node-lab train [overrides]"))
@@ -165,7 +167,54 @@ def report(args: list[str]) -> int:
     return 0
 
 
+def _complete(argv: list[str]) -> int:
+    """Tab completion (``node-lab train --shell-completion install=bash``): Hydra's script calls
+    ``node-lab -sc query=bash`` with the line typed so far in COMP_LINE; after ``node-lab train`` it is
+    Hydra's own completion of groups and options, else the list of commands."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) >= 2 and words[1] == "train" and (len(words) > 2 or line.endswith(" ")):
+        start = line.index("train")
+        rest = line[start + len("train"):].lstrip()
+        os.environ["COMP_LINE"] = line[:start] + rest
+        point = int(os.environ.get("COMP_POINT", len(line)))
+        os.environ["COMP_POINT"] = str(max(0, point - (len(line) - len(os.environ["COMP_LINE"]))))
+        sys.argv = ["node-lab", *argv]
+        _hydra_train()
+        return 0
+    word = words[1] if len(words) > 1 and not line.endswith(" ") else ""
+    print(" ".join(name for name in COMMANDS if name.startswith(word)))
+    return 0
+
+
+def conf_dir() -> Path:
+    """The config groups' folder (node_lab.conf; the repo's conf/ in an editable install)."""
+    from importlib.resources import files
+
+    return Path(str(files("node_lab.conf")))
+
+
+YAML_LITERALS = ("nan", "inf", "-inf", "true", "false", "null")
+
+
+def quote_choices(args: list[str]) -> list[str]:
+    """``group=nan`` quoted as ``group='nan'``: Hydra reads nan, inf, true… as YAML literals, not as
+    the option files of that name (``debug=nan``)."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+~").split("@")[0]
+        literal = eq and value.lower() in YAML_LITERALS and "." not in group
+        out.append(f"{key}='{value}'" if literal and (conf_dir() / group / f"{value}.yaml").is_file() else arg)
+    return out
+
+
 def train(args: list[str]) -> int:
+    args = quote_choices(args)
+    if any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in args):
+        sys.argv = ["node-lab", *args]  # the completion script registers `node-lab`, not `node-lab train`
+        _hydra_train()
+        return 0
     if not any(a in _INSPECT_FLAGS or a.split("=")[0] in _INSPECT_FLAGS for a in args):
         code = preflight(args)
         if code:
@@ -320,15 +369,15 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from node_lab import job
     from node_lab.build import build
     from node_lab.checkpoints import write_failure
+    from node_lab.tracking import names
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    sweep = Path(hc.sweep.dir)
-    group = cfg.get("experiment_name") or (f"sweep-{sweep.parent.name}-{sweep.name}" if multirun else "runs")
-    name = hc.job.override_dirname or "default"
     try:
-        metrics = job.run(build(cfg), run_dir, group=group, name=name)
+        built = build(cfg)
+        group, name = names(built.config, list(hc.overrides.task), built.configuration_hash)
+        metrics = job.run(built, run_dir, group=group, name=name)
     except Exception as err:
         if multirun:  # record it and let the sweep go on; the sweep summary lists it
             if isinstance(err, ConfigError):

@@ -23,6 +23,7 @@ seed and the reason of the failure before it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from node_lab import checkpoints, run_figures, scoring
 from node_lab.datasets.base import Data
 from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.loop import Progress, fit, metric_name, training_split
+from node_lab.tracking import RunInfo, summary_metrics
 
 if TYPE_CHECKING:
     from node_lab.build import Built
@@ -54,11 +56,14 @@ class JobSettings:
     skip_finished: bool = False  # a run dir with a completed run of the same config hash is not rerun
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
     select: str = "best"  # the model the run reports: best (on validation) | last
+    overfit: int | None = None  # debug: train (and validate) on the first N training samples only
+    detect_anomaly: bool = False  # debug: torch.autograd anomaly detection (a NaN names the op that made it)
 
     def __post_init__(self) -> None:
         check_choice("select", self.select, SELECT)
+        check_number("overfit", self.overfit, kind=int, low=1, allow_none=True)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
-        for key in ("resume", "figures", "skip_finished"):
+        for key in ("resume", "figures", "skip_finished", "detect_anomaly"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
         if self.resume_from is not None and not Path(self.resume_from).exists():
@@ -107,6 +112,9 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
     data = load_data(built)
+    if built.job.overfit:  # debug=overfit: a tiny training set, validated on itself
+        data.train = data.train.batch(torch.arange(min(built.job.overfit, len(data.train)), device=data.train.x.device))
+        data.val = data.train
     _check_batch_size(built, data)
     model = built.model.to(built.device.torch_device, built.device.dtype)
     optimizer = built.optimizer(model.parameters())
@@ -132,13 +140,16 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
     def save_best(progress: Progress) -> None:
         checkpoints.save_best(best_path, model, progress, metric, built.config)
 
-    built.logger.start(run_dir, built.config, group, name)
+    built.logger.start(RunInfo(run_dir, built.config, group, name, tags=built.tags,
+                               resumed_from=None if source is None else source.parent))
     failed, metrics, restarts = True, {}, []
+    anomaly = torch.autograd.detect_anomaly() if built.job.detect_anomaly else contextlib.nullcontext()
     try:
         while True:
-            fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
-                logger=built.logger, progress=progress, on_best=save_best,
-                on_eval=lambda p, o=optimizer, g=generator: save(p, o, g))
+            with anomaly:
+                fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
+                    logger=built.logger, progress=progress, on_best=save_best,
+                    on_eval=lambda p, o=optimizer, g=generator: save(p, o, g))
             if progress.status != "diverged" or len(restarts) >= built.job.max_restarts:
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
@@ -161,6 +172,10 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
         metrics["restarts"] = restarts
         checkpoints.write_history(run_dir / checkpoints.HISTORY, progress.history)
         checkpoints.write_json(run_dir / checkpoints.METRICS, metrics)
+        if progress.status == "completed":
+            chosen = run_dir / checkpoints.CHECKPOINTS[selected["checkpoint"]]
+            built.logger.log_model(chosen, {"config": built.config, "metrics": summary_metrics(metrics),
+                                            "iteration": selected["iteration"]}, [selected["checkpoint"], "latest"])
         if built.job.figures and progress.history:
             built.logger.log_images(run_figures.make_figures(
                 model, data, progress.history, run_dir, t0=built.t0, t1=built.t1,

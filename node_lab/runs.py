@@ -36,9 +36,9 @@ CKPT_CHOICES = list(checkpoints.CHECKPOINTS)
 
 def _groups() -> list[str]:
     """The config groups (folders of node_lab.conf)."""
-    from importlib.resources import files
+    from node_lab.cli import conf_dir
 
-    return sorted(p.name for p in files("node_lab.conf").iterdir() if p.is_dir() and not p.name.startswith("_"))
+    return sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
 
 
 def _group_node(group: str, option: str, config: dict) -> dict:

@@ -24,7 +24,7 @@ def _node_lab(*args, cwd, env=None):
 @pytest.mark.slow
 def test_train_subprocess_leaves_complete_run_dir_with_wandb_offline(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _node_lab("train", "logger.mode=offline", "train.iterations=5", "train.eval_every=5",
+    proc = _node_lab("train", "logger.wandb.mode=offline", "train.iterations=5", "train.eval_every=5",
                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
