@@ -6,7 +6,9 @@
   (the layout of ``last.pt``), still read for resume, ``eval`` and ``load_run``;
 - ``metrics.json``: the run's metrics (see :mod:`node_lab.scoring`);
 - ``history.csv``: one row per iteration;
-- ``failure.json``: the reason of a job that raised (the sweep summary lists it).
+- ``failure.json``: the reason of a job that raised (the sweep summary lists it);
+- ``env.json``: what reproduces the run without W&B (git commit and dirty flag, package versions,
+  device, threads, command line).
 
 Every file of a run directory that node-lab writes goes through :func:`write_text` or
 :func:`save_checkpoint`, so how a file is written (atomically, with which errors) is decided here.
@@ -33,6 +35,7 @@ CHECKPOINTS = {"best": BEST, "last": LAST}
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 FAILURE = "failure.json"
+ENV = "env.json"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -149,3 +152,33 @@ def write_failure(run_dir: Path, err: BaseException) -> None:
     reason = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / FAILURE, {"status": "failed", "reason": reason})
+
+
+def environment(device: str, threads: int) -> dict:
+    """``env.json``: the git commit of node-lab's source (and whether it had uncommitted changes),
+    the versions of the packages a result depends on, the device, torch threads, the command line."""
+    import platform
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                                 text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status),
+            "packages": {name: installed(name) for name in ("node-lab", "torch", "torchdiffeq", "hydra-core",
+                                                               "omegaconf", "wandb", "numpy")},
+            "python": platform.python_version(), "platform": platform.platform(), "device": device,
+            "threads": threads, "command": " ".join(sys.argv)}

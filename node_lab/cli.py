@@ -219,11 +219,24 @@ def train(args: list[str]) -> int:
         code = preflight(args)
         if code:
             return code
-    from node_lab.report.callback import SWEEP_FAILURES
+    from node_lab.report.callback import SWEEP_FAILURES, SWEEP_SUMMARIES
 
     sys.argv = ["node-lab train", *args]  # Hydra parses sys.argv
     _hydra_train()
+    for summary in SWEEP_SUMMARIES:  # a sweep ends with its table, not only its path
+        print(sweep_table(summary))
     return 1 if SWEEP_FAILURES["count"] else 0
+
+
+def sweep_table(markdown: Path) -> str:
+    """The configuration table of a sweep's summary.md (its first table), and where the rest is."""
+    first: list[str] = []
+    for line in markdown.read_text().splitlines():
+        if line.startswith("|"):
+            first.append(line)
+        elif first:
+            break
+    return "\n".join([*first, f"summary: {markdown} (and summary.csv, jobs.csv, summary.png beside it)"])
 
 
 def preflight(args: list[str]) -> int:

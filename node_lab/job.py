@@ -9,6 +9,7 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
   continues from) and ``best.pt`` (the model selected on validation); ``train.select`` (best |
   last) decides which one the final metrics, figures, logger summary and ``eval`` use (every file
   is written by :mod:`node_lab.checkpoints`);
+- ``env.json``: git commit (dirty flag), package versions, device, threads, command line;
 - ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
 - physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
   ``physics`` in metrics.json, ``energy.csv``, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
@@ -111,6 +112,8 @@ def run(built: Built, run_dir: Path, *, group: str, name: str) -> dict:
             return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
+    checkpoints.write_json(run_dir / checkpoints.ENV, checkpoints.environment(built.device.describe(),
+                                                                              torch.get_num_threads()))
     data = load_data(built)
     if built.job.overfit:  # debug=overfit: a tiny training set, validated on itself
         data.train = data.train.batch(torch.arange(min(built.job.overfit, len(data.train)), device=data.train.x.device))

@@ -292,3 +292,32 @@ def names(config: dict, overrides: list[str], digest: str) -> tuple[str, str]:
     preset = f"{report.get('study')}/{report['row']}" if report.get("row") else config.get("experiment_name")
     swept = " ".join(o for o in overrides if not unlabelled(o.split("=", 1)[0].lstrip("+~")))
     return f"{preset or swept or 'default'} ({digest[:8]})", f"{preset or 'default'} seed {config.get('seed')}"
+
+
+def log_sweep(sweep_dir: Path, config) -> None:
+    """A sweep-level W&B run (job_type ``sweep-summary``, group = the sweep) holding the sweep's
+    summary table as a ``wandb.Table`` and its plot, when the sweep's jobs log to W&B."""
+    node = (config.get("logger") or {}).get("wandb") if hasattr(config, "get") else None
+    mode = os.environ.get("WANDB_MODE") or (node.get("mode") if node is not None else None)
+    if node is None or "_target_" not in node or mode in (None, "disabled"):
+        return
+    import csv
+
+    import wandb
+
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    try:
+        run = wandb.init(project=node.get("project", "node-lab"), entity=node.get("entity"), dir=str(sweep_dir),
+                         group=f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", name="summary",
+                         job_type="sweep-summary", mode=mode, reinit="finish_previous",
+                         settings=wandb.Settings(silent=True))
+    except Exception as err:  # the sweep's own files are the record; W&B failing must not fail the sweep
+        log.warning("wandb sweep summary not logged: %s", str(err).splitlines()[0] if str(err) else err)
+        return
+    with (sweep_dir / "summary.csv").open() as f:
+        rows = list(csv.reader(f))
+    if rows:
+        run.log({"summary": wandb.Table(columns=rows[0], data=rows[1:])})
+    if (sweep_dir / "summary.png").is_file():
+        run.log({"summary_plot": wandb.Image(str(sweep_dir / "summary.png"))})
+    run.finish()
