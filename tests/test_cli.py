@@ -38,6 +38,8 @@ def test_train_subprocess_leaves_complete_run_dir_with_wandb_offline(tmp_path):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb")), "no W&B offline run"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert "iter 5/5 loss" in (run_dir / "train.log").read_text()  # the iteration lines, without a TTY too
+    assert (run_dir / "env.json").is_file() and (run_dir / "wandb_id.txt").is_file()
     assert not (tmp_path / "wandb").exists()  # W&B writes inside the run directory only
 
 

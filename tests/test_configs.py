@@ -50,6 +50,18 @@ def test_groups_are_the_product_surface():
         assert group in GROUPS, group
 
 
+def _pair(group: str, option: str) -> list[str]:
+    """The model, dataset (and optimiser) whose specialisation ``option`` of ``group`` is."""
+    names = [(m, d) for m in options("model") for d in options("dataset")]
+    if group == "model_dataset":
+        found = [[f"model={m}", f"dataset={d}"] for m, d in names if f"{m}_{d}" == option]
+    else:
+        found = [[f"model={m}", f"dataset={d}", f"optim={o}"] for m, d in names for o in options("optim")
+                 if f"{m}_{d}_{o}" == option]
+    assert len(found) == 1, f"{group}/{option}.yaml names no existing <model>_<dataset> pair"
+    return found[0]
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -68,7 +80,10 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
         assert 'pip install "node-lab[optuna]"' in describe_error(err.value, [], None)
         return
     extra = ["dataset=mnist"] if (group, option) in NEEDS_IMAGES else []
-    cfg = make_cfg(f"{group}={option}", *extra)
+    selection = [f"{group}={option}"]
+    if group in ("model_dataset", "model_dataset_optim"):  # chosen by its pair, never on its own
+        selection = _pair(group, option)
+    cfg = make_cfg(*selection, *extra)
     if group == "device" and option == "cuda" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             build(cfg)
