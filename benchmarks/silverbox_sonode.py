@@ -23,7 +23,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from node_lab.build import build
-from node_lab.job import _load_data
+from node_lab.job import load_data
 from node_lab.loop import LoopSettings, Progress, fit
 
 
@@ -65,7 +65,7 @@ def main() -> None:
                                            "train.max_restarts=0", f"train.iterations={args.iterations}",
                                            f"train.eval_every={args.iterations}", *args.overrides])
     built = build(cfg)
-    data = _load_data(built)
+    data = load_data(built)
     model = built.model
     init = {k: v.clone() for k, v in model.state_dict().items()}
 

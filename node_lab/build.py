@@ -15,7 +15,7 @@ import os
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from node_lab.models.base import ODEModel
 from node_lab.optim import Phases
 from node_lab.solvers import Solver
 from node_lab.steer import EndTimeSampler, FixedEndTime
-from node_lab.tracking import RunLogger
+from node_lab.tracking import Loggers, RunLogger
 
 ENDPOINT_INTERVAL = (0.0, 1.0)  # integration interval of end-state tasks unless solver.t0/t1 say otherwise
 @dataclass
@@ -57,10 +57,17 @@ class Built:
     t1: float
     config: dict
 
+    tags: list[str] = field(default_factory=list)
+
     @property
     def config_hash(self) -> str:
         """Hash of what determines the result (not how it is logged, resumed or skipped): :mod:`node_lab.identity`."""
         return identity.config_hash(self.config)
+
+    @property
+    def configuration_hash(self) -> str:
+        """The same without the seed: the seed replicas of one configuration share it (W&B group)."""
+        return identity.config_hash(self.config, drop_seed=True)
 
 
 def train_settings(node: DictConfig) -> tuple[LoopSettings, JobSettings]:
@@ -81,9 +88,22 @@ def train_settings(node: DictConfig) -> tuple[LoopSettings, JobSettings]:
         raise err.with_prefix("train") from None
 
 
+def _loggers(cfg: DictConfig) -> tuple[RunLogger, list[str]]:
+    """The ``logger`` group: every entry with a ``_target_`` is a logger (``logger=[wandb,tensorboard]``);
+    an entry without one holds settings of a logger that is not selected (a preset's
+    ``logger.wandb.tags`` under ``logger=none``) and is ignored; ``logger.tags`` is the older spelling
+    of the top-level ``tags``. Returns the logger and the run's tags (top-level, then the loggers')."""
+    node = cfg.get("logger") or {}
+    loggers = [_group(cfg, f"logger.{key}") for key in node
+               if isinstance(node[key], DictConfig) and "_target_" in node[key]]
+    tags = [*(cfg.get("tags") or []), *(node.get("tags") or [] if not isinstance(node.get("tags"), DictConfig) else [])]
+    logger = loggers[0] if len(loggers) == 1 else Loggers(loggers)
+    return logger, list(dict.fromkeys(str(t) for t in [*tags, *logger.tags]))
+
+
 def _group(cfg: DictConfig, group: str, **runtime):
     """Instantiate ``cfg[group]``; errors come back as one-line ConfigErrors naming ``group.key``."""
-    node = cfg[group]
+    node = OmegaConf.select(cfg, group)
     try:
         return instantiate(node, **runtime)
     except InstantiationException as err:
@@ -289,7 +309,7 @@ def build(cfg: DictConfig) -> Built:
     solver: Solver = _group(cfg, "solver")
     steer: EndTimeSampler = _group(cfg, "steer")
     device: Device = _group(cfg, "device")
-    logger: RunLogger = _group(cfg, "logger")
+    logger, tags = _loggers(cfg)
     loop, job = train_settings(cfg.train)
     t0, t1 = check_combination(dataset, solver, steer, cfg.model)
     try:
@@ -325,4 +345,4 @@ def build(cfg: DictConfig) -> Built:
         raise unknown from None
     config = OmegaConf.to_container(cfg, resolve=True)
     return Built(cfg.seed, dataset, augmentation, solver, steer, device, model, optimizer, logger, loop, job,
-                 t0, t1, config)
+                 t0, t1, config, tags)

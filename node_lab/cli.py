@@ -27,12 +27,13 @@ log = logging.getLogger("node_lab")
 
 COMMANDS = {
     "train": "train a model; Hydra overrides, -m sweeps, --help for groups, --cfg job",
+    "eval": "evaluate a finished run from its own config (val and test, eval.json); overrides change what is evaluated",
     "report": "summarise a run or sweep directory (mean ± std over seeds, published numbers, plots)",
     "ensemble": "combine the seed replicas of each configuration of a sweep (predictive band, coverage)",
     "reproduce": "run every study (make reproduce) and write a report beside the published numbers",
 }
 USAGE = "usage: node-lab <command> [args]\n\ncommands:\n" + "\n".join(
-    f"  {name:<8} {text}" for name, text in COMMANDS.items()) + (
+    f"  {name:<9} {text}" for name, text in COMMANDS.items()) + (
     "\n\nnode-lab train --help lists the config groups and their options.")
 
 
@@ -59,10 +60,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node-lab {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command in ("-sc", "--shell-completion"):  # the installed bash completion asks `node-lab -sc query=bash`
+        return _complete(argv)
     if command not in COMMANDS:
         return _error(ConfigError("command", command, "unknown command", choices=list(COMMANDS),
                                   fix="node-lab train [overrides]"))
-    return {"train": train, "report": report, "ensemble": ensemble, "reproduce": reproduce}[command](rest)
+    return {"train": train, "eval": evaluate, "report": report, "ensemble": ensemble,
+            "reproduce": reproduce}[command](rest)
+
+
+def evaluate(args: list[str]) -> int:
+    from node_lab.runs import evaluate_run
+
+    parser = _Parser(prog="node-lab eval", description=COMMANDS["eval"],
+                     epilog="e.g. node-lab eval outputs/<date>/<time> solver.rtol=1e-6 solver.atol=1e-6; "
+                            "ckpt=last evaluates last.pt instead of the checkpoint the run reports")
+    parser.add_argument("run_dir", type=Path, help="a run directory (or one job of a sweep)")
+    parser.add_argument("overrides", nargs="*", help="key=value, group=option, ckpt=best|last")
+    parser.add_argument("--out", type=Path, default=None, help="where eval.json and the figures go")
+    parser.add_argument("--no-figures", action="store_true", help="write eval.json only")
+    opts = parser.parse_args(args)
+    ckpt = next((o.split("=", 1)[1] for o in opts.overrides if o.startswith("ckpt=")), None)
+    overrides = [o for o in opts.overrides if not o.startswith("ckpt=")]
+    try:
+        result = evaluate_run(opts.run_dir, ckpt, overrides, opts.out, figures=not opts.no_figures)
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        return _error(err)
+    print(eval_text(result))
+    return 0
+
+
+def eval_text(result: dict) -> str:
+    """What ``node-lab eval`` prints: the checkpoint, the metrics, the run's own numbers beside."""
+    name, final, recorded = result["metric"], result["final"], result["recorded"]
+    beside = lambda split: (f" (run: {_fmt(recorded[f'{split}_{name}'])})"  # noqa: E731
+                            if f"{split}_{name}" in recorded else "")
+    lines = [f"checkpoint  {result['checkpoint']}, iteration {result['iteration']}"
+             + (f" | overrides {' '.join(result['overrides'])}" if result["overrides"] else ""),
+             f"val         {name} {_fmt(final.get(f'val_{name}'))}{beside('val')} | loss {_fmt(final.get('val_loss'))}",
+             f"test        {name} {_fmt(final.get(f'test_{name}'))}{beside('test')} | "
+             f"loss {_fmt(final.get('test_loss'))}",
+             *_physics_lines(result.get("physics"), _fmt),
+             f"written     {result['out']}/eval.json"]
+    return "\n".join(lines)
 
 
 def reproduce(args: list[str]) -> int:
@@ -134,16 +176,76 @@ def report(args: list[str]) -> int:
     return 0
 
 
+def _complete(argv: list[str]) -> int:
+    """Tab completion (``node-lab train --shell-completion install=bash``): Hydra's script calls
+    ``node-lab -sc query=bash`` with the line typed so far in COMP_LINE; after ``node-lab train`` it is
+    Hydra's own completion of groups and options, else the list of commands."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) >= 2 and words[1] == "train" and (len(words) > 2 or line.endswith(" ")):
+        start = line.index("train")
+        rest = line[start + len("train"):].lstrip()
+        os.environ["COMP_LINE"] = line[:start] + rest
+        point = int(os.environ.get("COMP_POINT", len(line)))
+        os.environ["COMP_POINT"] = str(max(0, point - (len(line) - len(os.environ["COMP_LINE"]))))
+        sys.argv = ["node-lab", *argv]
+        _hydra_train()
+        return 0
+    word = words[1] if len(words) > 1 and not line.endswith(" ") else ""
+    print(" ".join(name for name in COMMANDS if name.startswith(word)))
+    return 0
+
+
+def conf_dir() -> Path:
+    """The config groups' folder (node_lab.conf; the repo's conf/ in an editable install)."""
+    from importlib.resources import files
+
+    return Path(str(files("node_lab.conf")))
+
+
+YAML_LITERALS = ("nan", "inf", "-inf", "true", "false", "null")
+
+
+def quote_choices(args: list[str]) -> list[str]:
+    """``group=nan`` quoted as ``group='nan'``: Hydra reads nan, inf, true… as YAML literals, not as
+    the option files of that name (``debug=nan``)."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        group = key.lstrip("+~").split("@")[0]
+        literal = eq and value.lower() in YAML_LITERALS and "." not in group
+        out.append(f"{key}='{value}'" if literal and (conf_dir() / group / f"{value}.yaml").is_file() else arg)
+    return out
+
+
 def train(args: list[str]) -> int:
+    args = quote_choices(args)
+    if any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in args):
+        sys.argv = ["node-lab", *args]  # the completion script registers `node-lab`, not `node-lab train`
+        _hydra_train()
+        return 0
     if not any(a in _INSPECT_FLAGS or a.split("=")[0] in _INSPECT_FLAGS for a in args):
         code = preflight(args)
         if code:
             return code
-    from node_lab.report.callback import SWEEP_FAILURES
+    from node_lab.report.callback import SWEEP_FAILURES, SWEEP_SUMMARIES
 
     sys.argv = ["node-lab train", *args]  # Hydra parses sys.argv
     _hydra_train()
+    for summary in SWEEP_SUMMARIES:  # a sweep ends with its table, not only its path
+        print(sweep_table(summary))
     return 1 if SWEEP_FAILURES["count"] else 0
+
+
+def sweep_table(markdown: Path) -> str:
+    """The configuration table of a sweep's summary.md (its first table), and where the rest is."""
+    first: list[str] = []
+    for line in markdown.read_text().splitlines():
+        if line.startswith("|"):
+            first.append(line)
+        elif first:
+            break
+    return "\n".join([*first, f"summary: {markdown} (and summary.csv, jobs.csv, summary.png beside it)"])
 
 
 def preflight(args: list[str]) -> int:
@@ -366,17 +468,13 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     from node_lab import job
     from node_lab.build import build
     from node_lab.checkpoints import write_failure
-    from node_lab.rundir import Interruption, RunDirectory
+    from node_lab.rundir import Interruption, RunDirectory, snapshot
+    from node_lab.tracking import names
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    sweep = Path(hc.sweep.dir)
-    group = cfg.get("experiment_name") or (f"sweep-{sweep.parent.name}-{sweep.name}" if multirun else "runs")
-    name = hc.job.override_dirname or "default"
     # What the folder held before this invocation (a fresh timestamped folder: nothing).
-    from node_lab.rundir import snapshot
-
     recorded = PRE_EXISTING.get(str(run_dir.absolute())) if not multirun else None
     # Not recorded (a sweep job, or a command that skipped the preflight): everything there now counts as
     # the user's, Hydra's fresh .hydra/ and log included.
@@ -385,8 +483,10 @@ def _hydra_train(cfg: DictConfig) -> float | None:
     stop = Interruption()
     try:
         holder.acquire()
+        built = build(cfg)
+        group, name = names(built.config, list(hc.overrides.task), built.configuration_hash)
         with stop:
-            metrics = job.run(build(cfg), run_dir, group=group, name=name, should_stop=stop)
+            metrics = job.run(built, run_dir, group=group, name=name, should_stop=stop)
     except (Exception, KeyboardInterrupt) as err:
         one_line = isinstance(err, (ConfigError, OutputFault))
         if isinstance(err, KeyboardInterrupt):  # the second Ctrl-C: no checkpoint of this iteration
@@ -401,8 +501,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
             write_failure(run_dir, err)
             return None
         if not one_line:
-            if not holder.kept_results():
-                write_failure(run_dir, err)  # the traceback follows; the run dir says why it ended
+            write_failure(run_dir, err)  # a bug: its traceback follows; the run dir says why the run ended
             raise
         if isinstance(err, ConfigError) and not holder.kept_results():
             holder.discard()  # only what this invocation added; never a folder or file that was there
@@ -410,7 +509,7 @@ def _hydra_train(cfg: DictConfig) -> float | None:
         sys.exit(code if isinstance(err, ConfigError) else 1)  # a fault mid-run: the run failed
     finally:
         holder.release()
-    if metrics["status"] == "interrupted":
+    if metrics["status"] == "interrupted":  # a sweep stops too: the signal was meant for the whole command
         print(f"node-lab: {metrics['reason']}; resume with: {resume_command(hc, run_dir)}", file=sys.stderr)
         sys.exit(stop.exit_code)
     log.info("summary\n%s", summary_text(metrics))
@@ -427,27 +526,60 @@ def resume_command(hc, run_dir: Path) -> str:
     return " ".join(["node-lab train", *keep, f"hydra.run.dir={run_dir}", "train.resume=true"])
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def much_worse(metric: str, best: float | None, value: float | None) -> bool:
+    """The summary's warning rule: an accuracy 0.05 or more below the best, an MSE twice the best."""
+    if best is None or value is None or math.isnan(value):
+        return value is not None and best is not None
+    return best - value >= 0.05 if metric == "accuracy" else value >= 2 * best and value - best > 1e-12
+
+
 def summary_text(metrics: dict) -> str:
-    name = metrics["metric"]
-    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    """The end-of-run summary: which model is reported (train.select) and its val and test metrics,
+    the best validation metric, the last model's when it is not the reported one, NFE, wall time."""
     final = metrics["final"]
     lines = [
         f"status      {metrics['status']}" + (f" ({metrics['reason']})" if metrics["reason"] else ""),
-        f"final       train {name} {fmt(final.get(f'train_{name}'))} | test {name} "
-        f"{fmt(final.get(f'test_{name}'))} | test loss {fmt(final.get('test_loss'))}",
-        f"best        test {name} {fmt(metrics['best'][f'test_{name}'])} at iteration {metrics['best']['iteration']}",
+        *_selection_lines(metrics),
         f"NFE / iter  forward {metrics['nfe_forward']['mean']:.1f} | backward {metrics['nfe_backward']['mean']:.1f}",
         f"wall time   {metrics['wall_time']:.1f} s ({1e3 * metrics['step_time_mean']:.1f} ms/iteration), "
         f"{metrics['iterations']} iterations",
         f"parameters  {metrics['params']}",
-        *_physics_lines(metrics.get("physics"), fmt),
-        *([f"interpret.  velocity MSE {fmt(final['interpretability_error'])}"]
+        *_physics_lines(metrics.get("physics"), _fmt),
+        *([f"interpret.  velocity MSE {_fmt(final['interpretability_error'])}"]
           if "interpretability_error" in final else []),
         *([f"restarts    {len(metrics['restarts'])} (seeds {[r['seed'] for r in metrics['restarts']]})"]
           if metrics.get("restarts") else []),
         f"run dir     {metrics['run_dir']}",
     ]
     return "\n".join(lines)
+
+
+def _selection_lines(metrics: dict) -> list[str]:
+    name, final, best = metrics["metric"], metrics["final"], metrics["best"]
+    selected, last = metrics.get("selected") or {}, metrics.get("last") or {}
+    best_val, last_val = best.get(f"val_{name}"), last.get(f"val_{name}")
+    lines = []
+    if selected and final:
+        lines.append(f"selected    {selected['checkpoint']}.pt, iteration {selected['iteration']} "
+                     f"of {metrics['iterations']}")
+    lines += [f"final       val {name} {_fmt(final.get(f'val_{name}'))} | test {name} "
+              f"{_fmt(final.get(f'test_{name}'))} | test loss {_fmt(final.get('test_loss'))} | train {name} "
+              f"{_fmt(final.get(f'train_{name}'))}",
+              f"best        val {name} {_fmt(best_val)} at iteration {best['iteration']}"]
+    if not last:
+        return lines
+    if last["iteration"] != selected.get("iteration"):
+        lines.append(f"last        val {name} {_fmt(last_val)} | test {name} {_fmt(last.get(f'test_{name}'))} "
+                     f"at iteration {last['iteration']}")
+    if best["iteration"] not in (None, last["iteration"]) and much_worse(name, best_val, last_val):
+        reported = "reported: best.pt" if selected.get("checkpoint") == "best" else "train.select=best reports best.pt"
+        lines.append(f"warning     the last model is much worse than the best: val {name} {_fmt(last_val)} at "
+                     f"iteration {last['iteration']} vs {_fmt(best_val)} at {best['iteration']} ({reported})")
+    return lines
 
 
 def _physics_lines(phys: dict | None, fmt) -> list[str]:

@@ -18,7 +18,8 @@ from dataclasses import MISSING, fields
 
 # Top-level keys and train/ keys that do not change a run's result.
 NOT_RESULT = ("logger", "report", "experiment_name", "hydra", "tags")
-NOT_RESULT_TRAIN = ("resume", "resume_from", "resume_override", "skip_finished", "log_every", "figures")
+NOT_RESULT_TRAIN = ("resume", "resume_from", "resume_override", "skip_finished", "log_every", "figures",
+                    "detect_anomaly")
 
 
 def _plain(value):
@@ -94,8 +95,15 @@ def result_config(config: dict) -> dict:
     return out
 
 
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(result_config(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_hash(config: dict, drop_seed: bool = False) -> str:
+    """Hash of :func:`result_config`; ``drop_seed``: without the seed (and a group's ``seed`` that follows
+    it, e.g. ``dataset.seed``), so the seed replicas of one configuration share it."""
+    result = result_config(config)
+    if drop_seed:
+        seed = config.get("seed")
+        result = {g: ({k: v for k, v in node.items() if not (k == "seed" and v == seed)} if isinstance(node, dict)
+                      else node) for g, node in result.items() if g != "seed"}
+    return hashlib.sha256(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def flatten(node, prefix: str = "") -> dict:

@@ -5,8 +5,11 @@ Run directory contents (besides Hydra's ``.hydra/`` and ``train.log``):
 - ``metrics.json``: status (completed | diverged) and reason, final and best metrics, forward
   and backward NFE, wall time, parameter count, seed, iterations (:mod:`node_lab.scoring`);
 - ``history.csv``: one row per iteration (loss, metric, NFE, step time, STEER end time);
-- ``checkpoint.pt``: model and optimiser state_dicts, progress, RNG state, resolved config
-  (every file is written by :mod:`node_lab.checkpoints`);
+- ``last.pt`` (the last model, optimiser, progress, RNG state, resolved config: what a resume
+  continues from) and ``best.pt`` (the model selected on validation); ``train.select`` (best |
+  last) decides which one the final metrics, figures, logger summary and ``eval`` use (every file
+  is written by :mod:`node_lab.checkpoints`);
+- ``env.json``: git commit (dirty flag), package versions, device, threads, command line;
 - ``loss.png`` and ``predictions.png``; ``wandb/`` with the W&B run (``logger=wandb``);
 - physical systems (Data with an ``energy``): rollout, energy and derivative metrics under
   ``physics`` in metrics.json, ``energy.csv``, and ``phase.png`` / ``energy.png`` (:mod:`node_lab.physics`).
@@ -21,6 +24,7 @@ seed and the reason of the failure before it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,14 +36,17 @@ import torch
 
 from node_lab import checkpoints, identity, run_figures, scoring
 from node_lab.datasets.base import Data
-from node_lab.errors import ConfigError, check_number
-from node_lab.loop import Progress, fit, training_split
+from node_lab.errors import ConfigError, check_choice, check_number
+from node_lab.loop import Progress, fit, metric_name, training_split
 from node_lab.rundir import OutputFault
+from node_lab.tracking import RunInfo, summary_metrics
 
 if TYPE_CHECKING:
     from node_lab.build import Built
 
 log = logging.getLogger(__name__)
+
+SELECT = ["best", "last"]
 
 
 @dataclass
@@ -52,26 +59,33 @@ class JobSettings:
     skip_finished: bool = False  # a run dir with a completed run of the same config hash is not rerun
     max_restarts: int = 0  # a diverged run restarts from a fresh initialisation this many times
     resume_override: list[str] = field(default_factory=list)  # result keys a resume may change
+    select: str = "best"  # the model the run reports: best (on validation) | last
+    overfit: int | None = None  # debug: train (and validate) on the first N training samples only
+    detect_anomaly: bool = False  # debug: torch.autograd anomaly detection (a NaN names the op that made it)
 
     def __post_init__(self) -> None:
+        check_choice("select", self.select, SELECT)
+        check_number("overfit", self.overfit, kind=int, low=1, allow_none=True)
         check_number("max_restarts", self.max_restarts, kind=int, low=0)
         if not isinstance(self.resume_override, (list, tuple)) or not all(
                 isinstance(k, str) and k for k in self.resume_override):
             raise ConfigError("resume_override", self.resume_override, "must be a list of config keys",
                               fix="e.g. train.resume_override=[train.iterations]")
         self.resume_override = list(self.resume_override)
-        for key in ("resume", "figures", "skip_finished"):
+        for key in ("resume", "figures", "skip_finished", "detect_anomaly"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "must be true or false", choices=[True, False])
         if self.resume_from is not None and not Path(self.resume_from).exists():
             raise ConfigError("resume_from", self.resume_from, "no such checkpoint or run directory",
-                              fix=f"point train.resume_from at a run directory holding {checkpoints.CHECKPOINT}")
+                              fix=f"point train.resume_from at a run directory holding {checkpoints.LAST}")
 
 
-def _load_data(built: Built) -> Data:
+def load_data(built: Built) -> Data:
+    """The dataset's splits on the run's device and dtype, the forcing handed to the model, and the
+    validation split (a dataset without one: the training split, with a warning)."""
     try:
         data = built.dataset.load()
-    except ConfigError as err:  # a data file found faulty only when read: named like a build-time error
+    except ConfigError as err:  # a data file or size found wrong on loading: the message names dataset.<key>
         raise err.with_prefix("dataset") from None
     dev, dtype = built.device.torch_device, built.device.dtype
     data.train, data.test = data.train.to(dev, dtype), data.test.to(dev, dtype)
@@ -79,12 +93,21 @@ def _load_data(built: Built) -> Data:
     if data.forcing is not None:
         data.forcing = data.forcing.to(dev, dtype)
     built.model.set_forcing(data.forcing)
+    if data.val is None:
+        log.warning("%s has no validation split: the model is selected on its training split",
+                    built.dataset.describe())
+        data.val = data.train
+    else:
+        data.val = data.val.to(dev, dtype)
+    return data
+
+
+def _check_batch_size(built: Built, data: Data) -> None:
     n = len(training_split(data, built.loop.mode)[0])
     if built.loop.batch_size is not None and built.loop.batch_size > n:
         raise ConfigError("train.batch_size", built.loop.batch_size,
                           f"exceeds the {n} training samples of {built.dataset.describe()}",
                           fix=f"train.batch_size=null (full batch) or <= {n}")
-    return data
 
 
 def run(built: Built, run_dir: Path, *, group: str, name: str,
@@ -100,7 +123,11 @@ def run(built: Built, run_dir: Path, *, group: str, name: str,
             return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     built.device.activate()
-    data = _load_data(built)
+    data = load_data(built)
+    if built.job.overfit:  # debug=overfit: a tiny training set, validated on itself
+        data.train = data.train.batch(torch.arange(min(built.job.overfit, len(data.train)), device=data.train.x.device))
+        data.val = data.train
+    _check_batch_size(built, data)
     model = built.model.to(built.device.torch_device, built.device.dtype)
     optimizer = built.optimizer(model.parameters())
     generator = torch.Generator().manual_seed(built.seed)
@@ -109,51 +136,70 @@ def run(built: Built, run_dir: Path, *, group: str, name: str,
     parts: list[float] = []
     source = checkpoints.resume_source(run_dir, built.job.resume, built.job.resume_from)
     if source is not None:
-        state = checkpoints.load_checkpoint(source, built.device.torch_device)
+        state = checkpoints.load_checkpoint(source, built.device.torch_device, needs=checkpoints.RESUMABLE)
         check_resume(state["config"], built, source)
-        progress = checkpoints.restore(state, model, optimizer, generator)
+        key = "train.resume_from" if built.job.resume_from else "train.resume"
+        progress = checkpoints.restore(state, model, optimizer, generator, source, key)
         follow_config(optimizer, built.optimizer(model.parameters()))
         restarts, parts = list(state.get("restarts", [])), list(state.get("wall_time_parts", []))
         log.info("resumed from %s at iteration %d", source, progress.iteration)
+    checkpoints.write_json(run_dir / checkpoints.ENV, checkpoints.environment(built.device.describe(),
+                                                                              torch.get_num_threads()))
     log.info("model %s | solver %s | steer %s | device %s (%d threads) | %d params | %d iterations",
              model.describe(), built.solver.describe(), built.steer.describe(), built.device.describe(),
              torch.get_num_threads(), scoring.n_params(model), built.loop.total_iterations(len(data.train)))
-    checkpoint = run_dir / checkpoints.CHECKPOINT
+    last_path, best_path = run_dir / checkpoints.LAST, run_dir / checkpoints.BEST
+    if source is not None:
+        checkpoints.carry_best(source, run_dir)
+    metric = f"val_{metric_name(data)}"
 
     def save(progress: Progress, optimizer, generator: torch.Generator) -> None:
-        checkpoints.save_checkpoint(checkpoint, model, optimizer, progress, generator, built.config,
+        checkpoints.save_checkpoint(last_path, model, optimizer, progress, generator, built.config,
                                     restarts=restarts, wall_time_parts=[*parts, time.perf_counter() - started])
 
-    built.logger.start(run_dir, built.config, group, name)
+    def save_best(progress: Progress) -> None:
+        checkpoints.save_best(best_path, model, progress, metric, built.config)
+
+    built.logger.start(RunInfo(run_dir, built.config, group, name, tags=built.tags,
+                               resumed_from=None if source is None else source.parent))
     failed, metrics = True, {}
+    anomaly = torch.autograd.detect_anomaly() if built.job.detect_anomaly else contextlib.nullcontext()
     try:
         while True:
-            fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
-                logger=built.logger, progress=progress,
-                on_eval=lambda p, o=optimizer, g=generator: save(p, o, g), should_stop=should_stop)
+            with anomaly:
+                fit(model, data, optimizer, built.steer, built.loop, t0=built.t0, t1=built.t1, generator=generator,
+                    logger=built.logger, progress=progress, on_best=save_best,
+                    on_eval=lambda p, o=optimizer, g=generator: save(p, o, g), should_stop=should_stop)
             if progress.status != "diverged" or len(restarts) >= built.job.max_restarts or should_stop():
                 break
             seed = built.seed + 1000 * (len(restarts) + 1)
             restarts.append({"seed": seed, "after": progress.reason})
             log.warning("restart %d/%d from a fresh initialisation, seed %d (%s)", len(restarts),
                         built.job.max_restarts, seed, progress.reason)
+            best_path.unlink(missing_ok=True)  # the failed attempt's best is not this attempt's
             reinitialise(model, seed)
             optimizer = built.optimizer(model.parameters())
             generator = torch.Generator().manual_seed(seed)
             progress = Progress()
+        save(progress, optimizer, generator)  # last.pt: the last model, for resume (results first)
+        last, selected = _select(built, model, data, progress, best_path)
         rollouts: dict = {}  # the physics rollout of the final metrics, drawn again by the figures
         metrics = scoring.summarise(model, data, progress, t0=built.t0, t1=built.t1,
                                     eval_batch_size=built.loop.eval_batch_size,
                                     wall=sum(parts) + time.perf_counter() - started, seed=built.seed,
-                                    config_hash=built.config_hash, run_dir=run_dir, rollouts=rollouts)
+                                    config_hash=built.config_hash, run_dir=run_dir, selected=selected,
+                                    last=last, rollouts=rollouts)
         metrics["restarts"] = restarts
         metrics["wall_time_parts"] = [*parts, time.perf_counter() - started]
-        # Results first, metrics.json last: a run whose outputs could not all be written is never "completed".
-        save(progress, optimizer, generator)
         checkpoints.write_history(run_dir / checkpoints.HISTORY, progress.history)
+        # metrics.json last: a run whose outputs could not all be written is never "completed"
+        checkpoints.write_json(run_dir / checkpoints.METRICS, metrics)
+        if progress.status == "completed":
+            chosen = run_dir / checkpoints.CHECKPOINTS[selected["checkpoint"]]
+            built.logger.log_model(chosen, {"config": built.config, "metrics": summary_metrics(metrics),
+                                            "iteration": selected["iteration"]}, [selected["checkpoint"], "latest"])
         if built.job.figures and progress.history and progress.status != "interrupted":
             _figures(built, model, data, progress, run_dir, rollouts)
-        checkpoints.write_json(run_dir / checkpoints.METRICS, metrics)
         failed = progress.status != "completed"
     except OutputFault as fault:
         _record_fault(run_dir, metrics or {"status": "failed", "iterations": progress.iteration}, fault)
@@ -161,6 +207,21 @@ def run(built: Built, run_dir: Path, *, group: str, name: str,
     finally:
         built.logger.finish(summary=metrics, failed=failed)
     return metrics
+
+
+def _select(built: Built, model: torch.nn.Module, data: Data, progress: Progress,
+            best_path: Path) -> tuple[dict | None, dict]:
+    """With ``train.select=best``, load best.pt's weights into ``model`` when they are not the last
+    ones. Returns the last model's val/test metrics (None unless the run completed) and which
+    checkpoint is selected."""
+    if progress.status != "completed":
+        return None, {"checkpoint": "last", "iteration": progress.iteration}
+    last = scoring.last_metrics(model, data, built.t0, built.t1, built.loop.eval_batch_size, progress.iteration)
+    best = progress.best_iteration
+    if built.job.select == "best" and best is not None and best != progress.iteration and best_path.is_file():
+        model.load_state_dict(checkpoints.load_checkpoint(best_path, built.device.torch_device)["model"])
+        return last, {"checkpoint": "best", "iteration": best}
+    return last, {"checkpoint": built.job.select, "iteration": progress.iteration}
 
 
 def _figures(built: Built, model, data: Data, progress: Progress, run_dir: Path, rollouts: dict) -> None:

@@ -6,6 +6,7 @@ objects; metrics leave through a :class:`~node_lab.tracking.RunLogger` and :clas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from node_lab.datasets.base import Data, Split, Task
 from node_lab.errors import ConfigError, check_choice, check_number
@@ -80,10 +82,20 @@ class Progress:
 
     iteration: int = 0
     history: list[dict] = field(default_factory=list)
-    best: float | None = None
+    best: float | None = None  # the best validation metric so far (model selection)
     best_iteration: int | None = None
+    best_loss: float | None = None  # its validation loss: breaks ties of the metric (accuracy)
     status: str = "running"
     reason: str = ""
+
+
+def improves(progress: Progress, signed: float, loss: float, sign: float) -> bool:
+    """Whether a validation result (metric × sign, higher is better; its loss) beats the best so far:
+    a better metric, or the same metric (accuracy ties are common) with a lower loss."""
+    if progress.best is None:
+        return True
+    best = sign * progress.best
+    return signed > best or (signed == best and progress.best_loss is not None and loss < progress.best_loss)
 
 
 def is_divergence(err: BaseException) -> bool:
@@ -155,9 +167,11 @@ def _loss_and_metric(data: Data, split: Split, pred: torch.Tensor,
     return loss, mse
 
 
-def _batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float, mode: str = "trajectory",
-                pair_times: torch.Tensor | None = None, loss_kind: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Training loss and metric of one batch for ``train.mode`` (trajectory | derivatives | steps)."""
+def batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float, mode: str = "trajectory",
+               pair_times: torch.Tensor | None = None, loss_kind: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Training loss and metric of one batch for ``train.mode`` (trajectory | derivatives | steps).
+    The one place a training loss is computed: a model that trains with a loss of its own (e.g. a
+    likelihood over sampled paths) is asked for it here."""
     if mode == "trajectory":
         pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
         return _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1], loss_kind)
@@ -206,6 +220,54 @@ def epoch_batches(n: int, batch_size: int | None, seed: int, start: int = 0) -> 
         epoch, skip = epoch + 1, 0
 
 
+def _step(model: ODEModel, data: Data, optimizer, batch: Split, t0: float, end: float,
+          pair_times: torch.Tensor | None, settings: LoopSettings, name: str) -> dict:
+    """One optimiser step on ``batch`` integrated to ``end``; the history row (without iteration)."""
+    mode, loss_kind, max_loss = settings.mode, settings.loss, settings.max_loss
+    start = time.perf_counter()
+    model.solver.nfe = 0
+    phase = getattr(optimizer, "phase", None)  # optimiser phases (node_lab.optim.Phases)
+    loss, metric = batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)
+    nfe_forward = model.solver.nfe
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss ({loss.item()})")
+    if max_loss is not None and loss.item() > max_loss:
+        raise FloatingPointError(f"training loss {loss.item():.4g} above train.max_loss {max_loss:g}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nfe_backward = model.solver.nfe - nfe_forward
+
+    def closure() -> torch.Tensor:  # for optimisers that re-evaluate (L-BFGS)
+        optimizer.zero_grad(set_to_none=True)
+        again = batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)[0]
+        again.backward()
+        return again
+
+    optimizer_step(optimizer, closure)
+    row = {"loss": loss.item(), f"train_{name}": metric.item(), "end_time": end, "nfe_forward": nfe_forward,
+           "nfe_backward": nfe_backward, "step_time": time.perf_counter() - start}
+    if phase is not None:
+        row["phase"] = phase
+    return row
+
+
+# history.csv column → the metric name loggers (W&B, TensorBoard) see: grouped by split
+LOGGED = {"loss": "train/loss", "end_time": "train/end_time", "nfe_forward": "nfe/forward",
+          "nfe_backward": "nfe/backward", "step_time": "time/iteration_s", "phase": "train/phase"}
+
+
+def logged_metrics(row: dict, name: str) -> dict:
+    """A history row under the loggers' names: ``train/loss``, ``train/<metric>``, ``val/loss``,
+    ``val/<metric>``, ``nfe/forward``, ``nfe/backward``, ``time/iteration_s``."""
+    out = {}
+    for key, value in row.items():
+        if key == "iteration":
+            continue
+        split, _, rest = key.partition("_")
+        out[LOGGED.get(key) or (f"{split}/{rest}" if split in ("train", "val", "test") else key)] = value
+    return out
+
+
 def fit(
     model: ODEModel,
     data: Data,
@@ -220,24 +282,27 @@ def fit(
     progress: Progress,
     on_eval: Callable[[Progress], None] = lambda p: None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_best: Callable[[Progress], None] = lambda p: None,
 ) -> Progress:
     """Train until ``settings.total_iterations``, starting from ``progress.iteration`` (resume).
 
     Each iteration: take the next batch (:func:`epoch_batches`) and draw an end time from
     ``steer``, integrate, step the optimiser. Forward NFE counts the solver's field evaluations
     in the forward pass, backward NFE those of the backward pass (non-zero with the adjoint).
-    Every ``eval_every`` iterations the test split is evaluated at T and ``on_eval`` is called
-    (checkpointing). A non-finite loss or a solver failure ends the run with a status and
-    reason instead of an exception. ``mode`` (:data:`TRAIN_MODES`) says what a step fits; the
-    test evaluation is always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
+    Every ``eval_every`` iterations (and at the last) the validation split is evaluated at T;
+    ``on_best`` is called when its metric improves on the best so far (``progress.best``, the
+    model selection; the test split is never looked at here), then ``on_eval`` (checkpointing).
+    A non-finite loss or a solver failure ends the run with a status and reason instead of an
+    exception. ``mode`` (:data:`TRAIN_MODES`) says what a step fits; the validation metric is
+    always the trajectory (rollout) metric, in batches of ``eval_batch_size``.
     ``max_loss``: a finite training loss above it is a divergence too (a blow-up that stays finite on
     the window; its huge gradients leave Adam's second-moment estimate so large that the run freezes).
     ``loss`` (:data:`TRAIN_LOSSES`): the training loss on regression data; the metric is MSE.
     ``should_stop`` is asked after every iteration (a signal arrived): the run then ends with status
     ``interrupted`` at a whole iteration, ready to checkpoint and resume.
     """
-    mode, loss_kind, max_loss = settings.mode, settings.loss, settings.max_loss
-    batch_size, eval_every, log_every = settings.batch_size, settings.eval_every, settings.log_every
+    mode, batch_size = settings.mode, settings.batch_size
+    eval_every, log_every = settings.eval_every, settings.log_every
     iterations = settings.total_iterations(len(data.train))
     name, sign = metric_name(data), (1.0 if higher_is_better(data) else -1.0)
     train_split, pair_times = training_split(data, mode)
@@ -246,67 +311,54 @@ def fit(
     bar = tqdm(total=iterations, initial=progress.iteration, disable=not sys.stderr.isatty(),
                dynamic_ncols=True, desc="train")
     batches = epoch_batches(n, batch_size, generator.initial_seed(), progress.iteration)
-    while progress.iteration < iterations:
-        it = progress.iteration + 1
-        index = next(batches)
-        batch = train_split.batch(index.to(train_split.x.device))
-        if data.train_transform is not None and mode == "trajectory":  # e.g. random crops of training images
-            batch = replace(batch, x=data.train_transform(batch.x, generator))
-        end = steer.sample(t0, t1, generator)
-        model.set_training_progress(progress.iteration / iterations)
-        start = time.perf_counter()
-        try:
-            model.solver.nfe = 0
-            phase = getattr(optimizer, "phase", None)  # optimiser phases (node_lab.optim.Phases)
-            loss, metric = _batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)
-            nfe_forward = model.solver.nfe
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss ({loss.item()})")
-            if max_loss is not None and loss.item() > max_loss:
-                raise FloatingPointError(f"training loss {loss.item():.4g} above train.max_loss {max_loss:g}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nfe_backward = model.solver.nfe - nfe_forward
-
-            def closure(batch=batch, end=end) -> torch.Tensor:  # for optimisers that re-evaluate (L-BFGS)
-                optimizer.zero_grad(set_to_none=True)
-                again = _batch_loss(model, data, batch, t0, end, mode, pair_times, loss_kind)[0]
-                again.backward()
-                return again
-
-            optimizer_step(optimizer, closure)
-            row = {"iteration": it, "loss": loss.item(), f"train_{name}": metric.item(), "end_time": end,
-                   "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
-                   "step_time": time.perf_counter() - start}
-            if phase is not None:
-                row["phase"] = phase
-            if it % eval_every == 0 or it == iterations:
-                test = evaluate(model, data, data.test, t0, t1, settings.eval_batch_size)
-                if not math.isfinite(test["metric"]):  # finite on the training window, blown up beyond it
-                    raise FloatingPointError(f"non-finite test {name} ({test['metric']})")
-                row.update({"test_loss": test["loss"], f"test_{name}": test["metric"]})
-        except (FloatingPointError, AssertionError, RuntimeError) as err:
-            if not is_divergence(err):
-                raise
-            progress.status, progress.reason = "diverged", f"iteration {it}: {str(err).splitlines()[0]}"
-            log.error("run stopped: %s", progress.reason)
-            break
-        if f"test_{name}" in row and (progress.best is None or sign * row[f"test_{name}"] > sign * progress.best):
-            progress.best, progress.best_iteration = row[f"test_{name}"], it
-        progress.history.append(row)
-        progress.iteration = it
-        logger.log({f"train/{k}": v for k, v in row.items() if k != "iteration"}, step=it)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3g}", nfe=f"{row['nfe_forward']}/{row['nfe_backward']}")
-        if bar.disable and (it % log_every == 0 or it == iterations):
-            test_text = f" test_{name} {row[f'test_{name}']:.4g}" if f"test_{name}" in row else ""
-            log.info("iter %d/%d loss %.4g%s nfe %d/%d %.1f ms/it", it, iterations, row["loss"], test_text,
-                     row["nfe_forward"], row["nfe_backward"], 1e3 * row["step_time"])
-        if f"test_{name}" in row:
-            on_eval(progress)
-        if should_stop() and progress.iteration < iterations:
-            progress.status, progress.reason = "interrupted", f"interrupted at iteration {it}"
-            break
+    last_val = "–"
+    # with a bar on the terminal, log lines go through tqdm.write (above the bar), and to train.log
+    redirect = contextlib.nullcontext() if bar.disable else logging_redirect_tqdm()
+    with redirect:
+        while progress.iteration < iterations:
+            it = progress.iteration + 1
+            index = next(batches)
+            batch = train_split.batch(index.to(train_split.x.device))
+            if data.train_transform is not None and mode == "trajectory":  # e.g. random crops of training images
+                batch = replace(batch, x=data.train_transform(batch.x, generator))
+            end = steer.sample(t0, t1, generator)
+            model.set_training_progress(progress.iteration / iterations)
+            try:
+                row = {"iteration": it, **_step(model, data, optimizer, batch, t0, end, pair_times, settings, name)}
+                if it % eval_every == 0 or it == iterations:
+                    val = evaluate(model, data, data.val, t0, t1, settings.eval_batch_size)
+                    if not math.isfinite(val["metric"]):  # finite on the training window, blown up beyond it
+                        raise FloatingPointError(f"non-finite val {name} ({val['metric']})")
+                    row.update({"val_loss": val["loss"], f"val_{name}": val["metric"]})
+            except (FloatingPointError, AssertionError, RuntimeError) as err:
+                if not is_divergence(err):
+                    raise
+                progress.status, progress.reason = "diverged", f"iteration {it}: {str(err).splitlines()[0]}"
+                log.error("run stopped: %s", progress.reason)
+                break
+            evaluated = f"val_{name}" in row
+            improved = evaluated and improves(progress, sign * row[f"val_{name}"], row["val_loss"], sign)
+            if improved:
+                progress.best, progress.best_iteration, progress.best_loss = row[f"val_{name}"], it, row["val_loss"]
+            progress.history.append(row)
+            progress.iteration = it
+            logger.log(logged_metrics(row, name), step=it)
+            if evaluated:
+                last_val = f"{row[f'val_{name}']:.4g}"
+            bar.update(1)
+            bar.set_postfix({"loss": f"{row['loss']:.3g}", f"val_{name}": last_val,
+                             "nfe": f"{row['nfe_forward']}/{row['nfe_backward']}"})
+            if it % log_every == 0 or it == iterations:
+                val_text = f" val_{name} {row[f'val_{name}']:.4g}" if evaluated else ""
+                log.info("iter %d/%d loss %.4g%s nfe %d/%d %.1f ms/it", it, iterations, row["loss"], val_text,
+                         row["nfe_forward"], row["nfe_backward"], 1e3 * row["step_time"])
+            if improved:
+                on_best(progress)
+            if evaluated:
+                on_eval(progress)
+            if should_stop() and progress.iteration < iterations:
+                progress.status, progress.reason = "interrupted", f"interrupted at iteration {it}"
+                break
     bar.close()
     model.set_training_progress(1.0)  # evaluation and rollouts see the trained model's schedule end
     if progress.status == "running":

@@ -20,22 +20,23 @@ def save(fig, path: Path) -> Path:
 
 
 def loss_curve(history: list[dict], metric: str, path: Path) -> Path:
-    """Training loss per iteration (log scale) and the test metric at evaluation points."""
+    """Training loss per iteration (log scale) and the validation metric at evaluation points."""
     fig, ax = plt.subplots(figsize=(6, 4))
     its = [r["iteration"] for r in history]
     ax.plot(its, [r["loss"] for r in history], label="train loss", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    evals = [(r["iteration"], r[f"test_{metric}"]) for r in history if f"test_{metric}" in r]
+    evals = [(r["iteration"], r[f"val_{metric}"]) for r in history if f"val_{metric}" in r]
+    handles = ax.get_lines()
     if evals:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*evals), "o-", color="C1", ms=3, label=f"test {metric}")
-        ax2.set_ylabel(f"test {metric}")
+        handles += ax2.plot(*zip(*evals), "o-", color="C1", ms=3, label=f"val {metric}")
+        ax2.set_ylabel(f"val {metric}")
         if metric == "mse":
             ax2.set_yscale("log")
-        ax2.legend(loc="upper center")
-    ax.legend(loc="upper right")
+    # one legend for both axes, outside the plotting area so it never covers a curve
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return save(fig, path)
 
 

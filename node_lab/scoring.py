@@ -1,9 +1,11 @@
 """What a trained model scores on a run's data: the blocks of ``metrics.json``.
 
-``final``: loss and metric of the train and test splits, the named extra splits, the
-interpretability error of trajectory tasks; ``physics`` (data with an energy): rollout and energy
-metrics (:mod:`node_lab.physics`). A blow-up during the final evaluation is a divergence, not an
-exception.
+``final``: the selected model's (``train.select``: best on validation, or last) loss and metric
+on the train, val and test splits, the named extra splits, the interpretability error of
+trajectory tasks; ``best``: the best validation metric and its iteration; ``last``: the last
+model's val and test metrics; ``physics`` (data with an energy): rollout and energy metrics of
+the selected model (:mod:`node_lab.physics`). A blow-up during the final evaluation is a
+divergence, not an exception.
 """
 
 from __future__ import annotations
@@ -24,13 +26,24 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def split_metrics(model, data: Data, splits: tuple[str, ...], t0: float, t1: float,
+                  eval_batch_size: int | None) -> dict:
+    """``<split>_loss`` and ``<split>_<metric>`` of each named split. Raises what the solver raises."""
+    name, out = metric_name(data), {}
+    for split_name in splits:
+        result = evaluate(model, data, getattr(data, split_name), t0, t1, eval_batch_size)
+        out[f"{split_name}_loss"], out[f"{split_name}_{name}"] = result["loss"], result["metric"]
+    return out
+
+
 def final_metrics(model, data: Data, t0: float, t1: float, eval_batch_size: int | None) -> dict:
-    """``final``: train and test loss and metric, extra splits (a blow-up there is a value, None),
-    and the interpretability error of trajectory tasks. Raises what the solver raises."""
-    name, final = metric_name(data), {}
-    for split_name, split in (("train", data.train), ("test", data.test)):
-        result = evaluate(model, data, split, t0, t1, eval_batch_size)
-        final[f"{split_name}_loss"], final[f"{split_name}_{name}"] = result["loss"], result["metric"]
+    """``final``: train, val and test loss and metric, extra splits (a blow-up there is a value,
+    None), and the interpretability error of trajectory tasks. Raises what the solver raises."""
+    name = metric_name(data)
+    final = split_metrics(model, data, SPLITS, t0, t1, eval_batch_size)
     for split_name, split in data.extra.items():  # e.g. a far extension
         metric = evaluate(model, data, split, t0, t1, eval_batch_size)["metric"]
         final[f"{split_name}_{name}"] = metric if math.isfinite(metric) else None
@@ -39,6 +52,16 @@ def final_metrics(model, data: Data, t0: float, t1: float, eval_batch_size: int 
         if error is not None:
             final["interpretability_error"] = error
     return final
+
+
+def last_metrics(model, data: Data, t0: float, t1: float, eval_batch_size: int | None, iteration: int) -> dict:
+    """``last``: the last model's val and test loss and metric (a blow-up is recorded, not raised)."""
+    try:
+        return {"iteration": iteration, **split_metrics(model, data, ("val", "test"), t0, t1, eval_batch_size)}
+    except (AssertionError, RuntimeError, FloatingPointError) as err:
+        if not is_divergence(err):
+            raise
+        return {"iteration": iteration, "error": str(err).splitlines()[0]}
 
 
 def physics_block(model, data: Data, run_dir: Path, rollouts: dict) -> dict:
@@ -54,8 +77,11 @@ def physics_block(model, data: Data, run_dir: Path, rollouts: dict) -> dict:
 
 
 def summarise(model, data: Data, progress: Progress, *, t0: float, t1: float, eval_batch_size: int | None,
-              wall: float, seed: int, config_hash: str, run_dir: Path, rollouts: dict | None = None) -> dict:
-    """The whole ``metrics.json`` of a run that ended with ``progress``."""
+              wall: float, seed: int, config_hash: str, run_dir: Path, selected: dict, last: dict | None = None,
+              rollouts: dict | None = None) -> dict:
+    """The whole ``metrics.json`` of a run that ended with ``progress``; ``model`` holds the
+    selected weights (``selected``: which checkpoint and its iteration), ``last`` the last model's
+    val/test metrics."""
     name = metric_name(data)
     final = {}
     if progress.status == "completed":
@@ -76,7 +102,9 @@ def summarise(model, data: Data, progress: Progress, *, t0: float, t1: float, ev
         "reason": progress.reason,
         "metric": name,
         "final": final,
-        "best": {f"test_{name}": progress.best, "iteration": progress.best_iteration},
+        "best": {f"val_{name}": progress.best, "iteration": progress.best_iteration},
+        "selected": selected,
+        "last": last or {},
         "iterations": progress.iteration,
         "nfe_forward": {"mean": mean("nfe_forward"), "total": int(sum(r["nfe_forward"] for r in hist))},
         "nfe_backward": {"mean": mean("nfe_backward"), "total": int(sum(r["nfe_backward"] for r in hist))},

@@ -9,6 +9,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+from node_lab.cli import quote_choices
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,7 +34,7 @@ def make_cfg():
     def _make(*overrides: str):
         GlobalHydra.instance().clear()
         with initialize_config_module("node_lab.conf", version_base="1.3"):
-            return compose("config", overrides=["logger=none", *overrides])
+            return compose("config", overrides=quote_choices(["logger=none", *overrides]))
 
     yield _make
     GlobalHydra.instance().clear()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from node_lab import cli
 
@@ -24,17 +27,19 @@ def _node_lab(*args, cwd, env=None):
 @pytest.mark.slow
 def test_train_subprocess_leaves_complete_run_dir_with_wandb_offline(tmp_path):
     run_dir = tmp_path / "run"
-    proc = _node_lab("train", "logger.mode=offline", "train.iterations=5", "train.eval_every=5",
+    proc = _node_lab("train", "logger.wandb.mode=offline", "train.iterations=5", "train.eval_every=5",
                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     for field in ("final", "best", "NFE / iter", "wall time", "parameters", "run dir"):
         assert field in out
-    for name in ("metrics.json", "history.csv", "checkpoint.pt", "loss.png", "predictions.png", "train.log",
+    for name in ("metrics.json", "history.csv", "last.pt", "best.pt", "loss.png", "predictions.png", "train.log",
                  ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb")), "no W&B offline run"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert "iter 5/5 loss" in (run_dir / "train.log").read_text()  # the iteration lines, without a TTY too
+    assert (run_dir / "env.json").is_file() and (run_dir / "wandb_id.txt").is_file()
     assert not (tmp_path / "wandb").exists()  # W&B writes inside the run directory only
 
 
@@ -51,6 +56,8 @@ def test_two_job_sweep(tmp_path):
         dims.append(metrics["params"])
     assert dims[0] < dims[1]  # the augmented job has the larger field
     assert (sweep / "multirun.yaml").is_file()
+    assert "| configuration |" in proc.stdout and "augmentation.dim=1" in proc.stdout  # the sweep prints its table
+    assert f"summary: {sweep / 'summary.md'}" in proc.stdout
 
 
 @pytest.mark.slow
@@ -126,3 +133,122 @@ def test_subcommand_bad_flag_one_line_no_prefix_matching(capsys, monkeypatch, tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("node-lab: error: ") and "\n" not in err and f"node-lab {args[0]} --help" in err, err
     assert not (tmp_path / "outputs").exists()
+
+
+# --- the README holds what the tool does ------------------------------------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_summary() -> list[str]:
+    text = README.read_text()
+    block = text[text.index("A run ends with a summary"):]
+    block = block[block.index("```\n") + 4:]
+    return block[:block.index("```")].strip().splitlines()
+
+
+@pytest.mark.slow
+def test_readme_summary_is_what_the_default_job_prints(make_cfg, tmp_path):
+    """The README's example is a fresh default run (seed 0): every line but the wall time and run dir."""
+    from node_lab import job
+    from node_lab.build import build
+
+    metrics = job.run(build(make_cfg("train.figures=false")), tmp_path, group="t", name="readme")
+    printed = cli.summary_text(metrics).splitlines()
+    readme = _readme_summary()
+    assert [line.split()[0] for line in readme] == [line.split()[0] for line in printed]
+    for ours, theirs in zip(printed, readme):
+        if not ours.startswith(("wall time", "run dir")):
+            assert ours == theirs
+
+
+def _readme_groups() -> dict[str, set[str]]:
+    text = README.read_text()
+    table = text[text.index("## Config groups"):]
+    rows = {}
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| `"))
+    for line in lines[start:]:
+        if not line.startswith("| `"):
+            break
+        cells = line.split(" | ")
+        rows[cells[0].strip("| `")] = set(re.findall(r"`([^`]+)`", cells[1]))
+    return rows
+
+
+def test_readme_group_table_matches_conf():
+    """Every config group and every option of it is in the README's table (patterns for the folders of presets)."""
+    from conftest import CONF, options
+
+    rows = _readme_groups()
+    groups = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__"))
+    assert sorted(rows) == groups
+    for group in groups:
+        if group in ("experiment", "model_dataset", "model_dataset_optim"):
+            assert all(o.startswith(("<", "anode", "sonode", "physics", "node_")) or o in options(group)
+                       for o in rows[group] if "/" not in o or "<" in o), group
+            continue
+        listed = {o.split(" ")[0] for o in rows[group]} & set(options(group)) | ({"logger=[wandb,tensorboard]"}
+                                                                                 & rows[group])
+        assert set(options(group)) <= listed, (group, set(options(group)) - listed)
+
+
+def test_debug_presets(make_cfg, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from node_lab import job
+    from node_lab.build import build
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("node_lab.conf", version_base="1.3"):
+        fast = build(compose("config", overrides=cli.quote_choices(["debug=fast"])))  # the default logger is wandb
+    GlobalHydra.instance().clear()
+    assert fast.loop.iterations == 3 and not fast.job.figures and fast.logger.describe() == "none"
+    assert fast.tags == ["debug"]
+    metrics = job.run(fast, tmp_path / "fast", group="t", name="fast")
+    assert metrics["status"] == "completed" and metrics["iterations"] == 3
+    assert not list((tmp_path / "fast").glob("*.png"))
+    overfit = build(make_cfg("debug=overfit", "train.iterations=60", "train.eval_every=20", "train.figures=false"))
+    metrics = job.run(overfit, tmp_path / "overfit", group="t", name="overfit")
+    assert metrics["final"]["train_accuracy"] == metrics["final"]["val_accuracy"]  # validated on the 8 it trains on
+    nan = build(make_cfg("debug=nan", "train.iterations=2", "train.figures=false"))
+    assert nan.job.detect_anomaly
+    seen = []
+    original = job.fit
+
+    def fit(*args, **kwargs):
+        seen.append(torch.is_anomaly_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(job, "fit", fit)
+    job.run(nan, tmp_path / "nan", group="t", name="nan")
+    assert seen == [True] and not torch.is_anomaly_enabled()  # on during training, off afterwards
+
+
+def test_env_json_records_what_reproduces_the_run(make_cfg, tmp_path):
+    from node_lab import job
+    from node_lab.build import build
+
+    job.run(build(make_cfg("debug=fast")), tmp_path, group="t", name="env")
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"]
+    assert {"git_commit", "git_dirty", "device", "threads", "command", "python"} <= set(env)
+    assert set(env["packages"]) >= {"torch", "torchdiffeq", "hydra-core", "node-lab"}
+    assert env["threads"] == torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_bash_tab_completion_lists_models(tmp_path):
+    script = _node_lab("train", "--shell-completion", "install=bash", cwd=tmp_path).stdout
+    assert "complete -o nospace -o default -F hydra_bash_completion node-lab" in script
+    bin_dir = str(Path(NODE_LAB).parent)
+    line = "node-lab train model="
+    probe = (f'export PATH="{bin_dir}:$PATH"; {script}\nCOMP_LINE="{line}"; COMP_POINT={len(line)}; '
+             'COMP_WORDS=(node-lab train model=); COMP_CWORD=2; hydra_bash_completion; echo "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "WANDB_SILENT": "true"})
+    for model in ("model=node", "model=sonode", "model=lnn"):
+        assert model in out.stdout, out.stdout + out.stderr
+    commands = subprocess.run([NODE_LAB, "-sc", "query=bash"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COMP_LINE": "node-lab ev"}).stdout
+    assert commands.split() == ["eval"]

@@ -52,6 +52,18 @@ def test_groups_are_the_product_surface():
         assert group in GROUPS, group
 
 
+def _pair(group: str, option: str) -> list[str]:
+    """The model, dataset (and optimiser) whose specialisation ``option`` of ``group`` is."""
+    names = [(m, d) for m in options("model") for d in options("dataset")]
+    if group == "model_dataset":
+        found = [[f"model={m}", f"dataset={d}"] for m, d in names if f"{m}_{d}" == option]
+    else:
+        found = [[f"model={m}", f"dataset={d}", f"optim={o}"] for m, d in names for o in options("optim")
+                 if f"{m}_{d}_{o}" == option]
+    assert len(found) == 1, f"{group}/{option}.yaml names no existing <model>_<dataset> pair"
+    return found[0]
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -71,7 +83,10 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
         return
     extra = ["dataset=mnist"] if (group, option) in NEEDS_IMAGES else []
     extra += ["model=conv_node"] if (group, option) in NEEDS_IMAGE_MODEL else []
-    cfg = make_cfg(f"{group}={option}", *extra)
+    selection = [f"{group}={option}"]
+    if group in ("model_dataset", "model_dataset_optim"):  # chosen by its pair, never on its own
+        selection = _pair(group, option)
+    cfg = make_cfg(*selection, *extra)
     if group == "device" and option == "cuda" and not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             build(cfg)
@@ -116,7 +131,8 @@ def test_dataset_contract(make_cfg, option):
     data = built.dataset.load()
     assert data.task == built.dataset.task
     assert data.data_dim == built.dataset.data_dim and data.output_dim == built.dataset.output_dim
-    for split in (data.train, data.test):
+    assert data.val is not None, f"dataset={option} has no validation split"
+    for split in (data.train, data.val, data.test):
         assert split.x.shape[1] == data.data_dim
         if split.times is not None:  # trajectory: (T, B, out)
             assert split.y.shape == (len(split.times), len(split), data.output_dim)
@@ -128,6 +144,49 @@ def test_dataset_contract(make_cfg, option):
     v0 = None if data.test.v0 is None else data.test.v0.to(dtype)
     out = built.model(data.test.x.to(dtype), times.to(dtype), v0)
     assert out.shape == (len(times), len(data.test), data.output_dim)
+
+
+VAL_DRAWN = [("nested_spheres", "dataset.n_val=7"), ("generalised_parity", "dataset.n_val=7"),
+             ("spring", "dataset.n_val=3")]
+VAL_WINDOW = ["sine", "sine_curve", "damped_oscillators", "extrapolation", "interpolation"]
+
+
+@pytest.mark.parametrize("option,change", VAL_DRAWN, ids=[o for o, _ in VAL_DRAWN])
+def test_validation_split_has_its_own_stream(make_cfg, option, change):
+    """Generated problems draw validation from their own random stream: sizing it leaves train and
+    test as they were (the draws of the version before validation splits existed)."""
+    base = build(make_cfg(f"dataset={option}")).dataset.load()
+    other = build(make_cfg(f"dataset={option}", change)).dataset.load()
+    for name in ("train", "test"):
+        assert torch.equal(getattr(base, name).y, getattr(other, name).y), name
+        assert torch.equal(getattr(base, name).x, getattr(other, name).x), name
+    assert not torch.equal(base.val.x[:3], base.train.x[:3]) and len(other.val) != len(base.val)
+
+
+@pytest.mark.parametrize("option", VAL_WINDOW)
+def test_trajectory_validation_reobserves_the_training_window(make_cfg, option):
+    """Trajectory tasks validate on the training window (``val_windows`` null) observed with a fresh
+    noise draw: the same times, other noise, and without noise the clean curve."""
+    data = build(make_cfg(f"dataset={option}", "dataset.noise=0.1")).dataset.load()
+    assert torch.equal(data.val.times, data.train.times) and data.val.y.shape == data.train.y.shape
+    assert not torch.equal(data.val.y, data.train.y)
+    assert (data.val.y - data.train.y).abs().max() < 1.0  # both are the curve plus noise of std 0.1
+
+
+def test_image_validation_is_held_out_of_the_training_file(make_cfg):
+    built = _build_or_expected_error(make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=50",
+                                              "dataset.n_test=20", "dataset.n_val=30"))
+    if built is None:
+        pytest.skip("no MNIST data here")
+    data = built.dataset.load()
+    assert len(data.train) == 50 and len(data.val) == 30 and len(data.test) == 20
+    train_file = torch.cat([data.train.x, data.val.x])
+    assert not any(torch.equal(v, t) for v in data.val.x[:5] for t in data.train.x)  # disjoint images
+    assert train_file.shape[1:] == (1, 28, 28)
+    from node_lab.job import load_data
+
+    with pytest.raises(ConfigError, match="dataset.n_train=60000: with n_val=30 held out"):
+        load_data(build(make_cfg("dataset=mnist", "model=conv_node", "dataset.n_train=60000", "dataset.n_val=30")))
 
 
 def test_model_yaml_anode_turns_on_augmentation(make_cfg):

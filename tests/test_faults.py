@@ -321,7 +321,7 @@ def test_resume_keeps_restart_history_and_wall_time(make_cfg, tmp_path):
     cfg = [*TINY, "optim.lr=1e6", "solver.max_num_steps=30", "train.max_restarts=1"]
     ran = job.run(build(make_cfg(*cfg)), first, group="t", name="first")
     assert ran["restarts"], "the setup must restart once"
-    state = torch.load(first / checkpoints.CHECKPOINT, weights_only=False)
+    state = torch.load(first / checkpoints.LAST, weights_only=False)
     assert state["restarts"] == ran["restarts"] and state["wall_time_parts"]
     again = job.run(build(make_cfg(*cfg, f"train.resume_from={first}")), tmp_path / "again", group="t", name="again")
     assert again["restarts"] == ran["restarts"] and again["seed"] == ran["seed"]
@@ -330,7 +330,7 @@ def test_resume_keeps_restart_history_and_wall_time(make_cfg, tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"\x00" * 10, b"not a checkpoint", "truncated", "foreign"])
 def test_a_damaged_checkpoint_is_one_line(capsys, monkeypatch, tmp_path, finished_run, content):
-    path = finished_run / checkpoints.CHECKPOINT
+    path = finished_run / checkpoints.LAST
     if content == "truncated":
         content = path.read_bytes()[:200]
     elif content == "foreign":
@@ -417,7 +417,7 @@ def test_interrupted_run_checkpoints_and_resumes_bit_identically(make_cfg, tmp_p
     stopped = job.run(build(make_cfg(*common)), tmp_path / "cut", group="t", name="c",
                       should_stop=lambda: next(calls) >= 4)
     assert stopped["status"] == "interrupted" and stopped["iterations"] == 5, stopped["reason"]
-    state = torch.load(tmp_path / "cut" / checkpoints.CHECKPOINT, weights_only=False)
+    state = torch.load(tmp_path / "cut" / checkpoints.LAST, weights_only=False)
     assert state["progress"]["iteration"] == 5  # every iteration done is in the checkpoint, not only the last eval
     resumed = job.run(build(make_cfg(*common, "train.resume=true")), tmp_path / "cut", group="t", name="c")
     assert resumed["status"] == "completed" and resumed["final"] == straight["final"]
@@ -447,7 +447,7 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(capsys, monk
     last = err.splitlines()[-1]
     assert code == 1 and last.startswith("node-lab: error: ") and "No space left on device" in last, err
     assert "Traceback" not in err
-    state = torch.load(run_dir / checkpoints.CHECKPOINT, weights_only=False)
+    state = torch.load(run_dir / checkpoints.LAST, weights_only=False)
     assert state["progress"]["iteration"] == 2  # the last good checkpoint survived the failed write
     assert not list(run_dir.glob(".*.tmp")), "no temporary file left behind"
     metrics = checkpoints.read_metrics(run_dir)
@@ -491,7 +491,7 @@ def test_a_signal_stops_at_an_iteration_and_the_run_resumes_identically(tmp_path
     proc = subprocess.Popen([NODE_LAB, *args, f"hydra.run.dir={cut}"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (cut / checkpoints.CHECKPOINT).is_file() and time.time() < deadline:
+    while not (cut / checkpoints.LAST).is_file() and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

@@ -378,14 +378,14 @@ def test_cranmer_init_scales_each_layer_of_the_lnn(make_cfg):
 
 
 def test_l1_training_loss_keeps_mse_as_the_metric(make_cfg):
-    from node_lab.loop import _batch_loss, training_split
+    from node_lab.loop import batch_loss, training_split
 
     built = build(make_cfg("model=hnn", "dataset=spring", "train.mode=derivatives", "train.loss=l1"))
     data, model = built.dataset.load(), built.model.to(F64)
     split, _ = training_split(data, "derivatives")
     split = Split(x=split.x.to(F64), y=split.y.to(F64))
     pred = model.data_field(torch.zeros((), dtype=F64), split.x)
-    loss, metric = _batch_loss(model, data, split, 0.0, 1.0, "derivatives", None, built.loop.loss)
+    loss, metric = batch_loss(model, data, split, 0.0, 1.0, "derivatives", None, built.loop.loss)
     assert loss.item() == pytest.approx((pred - split.y).abs().mean().item())
     assert metric.item() == pytest.approx(((pred - split.y) ** 2).mean().item())
     with pytest.raises(ConfigError, match="train.loss=l1.*auto"):

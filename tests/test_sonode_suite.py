@@ -366,14 +366,14 @@ class _BlowupOnTest(nn.Module):
         return self.a * z if self.training else torch.full_like(z, float("nan"))
 
 
-def test_a_non_finite_test_metric_counts_as_divergence(make_cfg, tmp_path):
+def test_a_non_finite_validation_metric_counts_as_divergence(make_cfg, tmp_path):
     cfg = make_cfg("dataset=compact_parity", "solver=grid_rk4", "train.iterations=3", "train.eval_every=2",
                    "train.figures=false", "train.max_restarts=0")
     built = build(cfg)
     built.model.dynamics = _BlowupOnTest()
     metrics = job.run(built, tmp_path, group="test", name="test-blowup")
     assert metrics["status"] == "diverged"
-    assert metrics["reason"].startswith("iteration 2: non-finite test mse")
+    assert metrics["reason"].startswith("iteration 2: non-finite val mse")
 
 
 def test_step_cap_ends_a_stiff_run(make_cfg, tmp_path):

@@ -12,10 +12,17 @@ Tensor layout (B = samples, d = data dims, T = time points):
 - ``regression``: ``x`` (B, d) → end state ``y`` (B, out), MSE.
 - ``trajectory``: initial state ``x`` (B, d) at ``times[0]`` → ``y`` (T, B, out) at ``times``; MSE
   over the time points marked ``observed``.
+
+Every dataset has three splits: ``train``, ``val`` (model selection: the best checkpoint is
+chosen on it, never on test) and ``test``. Generated problems draw the validation split from
+their own random stream (:meth:`Dataset.generator` with ``stream="val"``), so train and test are
+the draws they were before validation splits existed; image sets hold out part of the training
+file; trajectory tasks observe a documented window (see each dataset).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -96,13 +103,15 @@ class Forcing:
 
 @dataclass
 class Data:
-    """What :meth:`Dataset.load` returns."""
+    """What :meth:`Dataset.load` returns. ``val``: the model-selection split (None only for a
+    dataset written before validation splits: the job then selects on ``train`` and says so)."""
 
     task: Task
     train: Split
     test: Split
     loss: str  # "mse" | "cross_entropy"
     output_dim: int
+    val: Split | None = None
     forcing: Forcing | None = None
     # physical systems: the true energy of states (..., d) -> (...), and the divisor of the
     # relative energy drift; when set, the job adds rollout and energy metrics (node_lab/physics.py)
@@ -137,8 +146,13 @@ class Dataset:
             raise ConfigError("seed", seed, "must be an integer")
         self.seed = seed
 
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
+    def generator(self, stream: str | None = None) -> torch.Generator:
+        """The dataset's random stream from ``seed``; a named ``stream`` (``"val"``) is another,
+        independent one, so drawing a new split leaves the draws of the others unchanged."""
+        if stream is None:
+            return torch.Generator().manual_seed(self.seed)
+        digest = hashlib.sha256(f"{self.seed}/{stream}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     def load(self) -> Data:
         raise NotImplementedError

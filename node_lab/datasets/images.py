@@ -5,6 +5,8 @@ ConfigError at build time (before any job starts). The images are converted once
 tensor (N, C, H, W) in [0, 1] (Dupont et al.: ToTensor only), optionally standardised per
 channel with the training subset's mean and std. ``random_crop_padding`` > 0 gives every training
 batch torchvision's RandomCrop(H×W, padding) (zero padding), drawn from the run's generator.
+The validation split is the last ``n_val`` images of the training file, held out: the training
+subset is drawn from the images before them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ IMAGE_SETS = {
     "svhn": ("SVHN", (3, 32, 32), "train_32x32.mat"),
 }
 NORMALIZE = ["none", "standard"]
+DEFAULT_N_VAL = 5000  # validation images when neither n_val nor n_test is set
 SUBSETS = ["first", "random"]
 
 
@@ -36,7 +39,9 @@ class TorchvisionImages(Dataset):
     study's first 1000) or ``random`` (drawn with ``seed``); ``normalize``: ``none`` ([0, 1]) or
     ``standard`` (per-channel mean/std of the training subset); ``random_crop_padding``: 0 (off)
     or k > 0: training batches are randomly cropped back to H×W from the image zero-padded by k
-    (torchdiffeq's odenet_mnist and the SONODE paper: 4)."""
+    (torchdiffeq's odenet_mnist and the SONODE paper: 4); ``n_val``: the validation images, the
+    last ``n_val`` of the training file (null: as many as ``n_test``, 5000 when that is null, the
+    55000/5000 split of MNIST)."""
 
     task = Task.classification
     output_dim = 10
@@ -44,19 +49,21 @@ class TorchvisionImages(Dataset):
 
     def __init__(self, name: str = "mnist", root: str = "data", download: bool = False, n_train: int | None = None,
                  n_test: int | None = None, subset: str = "first", normalize: str = "none",
-                 random_crop_padding: int = 0, seed: int = 0) -> None:
+                 random_crop_padding: int = 0, n_val: int | None = None, seed: int = 0) -> None:
         super().__init__(seed)
         check_choice("name", name, list(IMAGE_SETS))
         check_choice("subset", subset, SUBSETS)
         check_choice("normalize", normalize, NORMALIZE)
         check_number("n_train", n_train, kind=int, low=1, allow_none=True)
         check_number("n_test", n_test, kind=int, low=1, allow_none=True)
+        check_number("n_val", n_val, kind=int, low=1, allow_none=True)
         check_number("random_crop_padding", random_crop_padding, kind=int, low=0)
         if not isinstance(download, bool):
             raise ConfigError("download", download, "must be true or false", choices=[True, False])
         self.name, self.root, self.download = name, Path(root).expanduser().resolve(), download
         self.n_train, self.n_test, self.subset, self.normalize = n_train, n_test, subset, normalize
         self.random_crop_padding = random_crop_padding
+        self.n_val = n_val if n_val is not None else (n_test if n_test is not None else DEFAULT_N_VAL)
         cls, self.data_shape, marker = IMAGE_SETS[name]
         self.data_dim = self.data_shape[0]
         if not download and not (self.root / marker).exists():
@@ -99,14 +106,21 @@ class TorchvisionImages(Dataset):
 
     def load(self) -> Data:
         g = self.generator()
-        train = self._take(*self._read(True), self.n_train, g, "n_train")
+        x, y = self._read(True)
+        held = len(x) - self.n_val  # images [held, N) are the validation split
+        if held < 1 or (self.n_train is not None and self.n_train > held):
+            raise ConfigError("n_train", self.n_train, f"with n_val={self.n_val} held out for validation, the "
+                              f"{len(x)}-image training file leaves {max(held, 0)} for training",
+                              fix=f"dataset.n_train<={max(held, 0)} or a smaller dataset.n_val")
+        train = self._take(x[:held], y[:held], self.n_train, g, "n_train")
+        val = Split(x=x[held:].contiguous(), y=y[held:])
         test = self._take(*self._read(False), self.n_test, g, "n_test")
         if self.normalize == "standard":
             mean = train.x.mean(dim=(0, 2, 3), keepdim=True)
             std = train.x.std(dim=(0, 2, 3), keepdim=True)
-            train.x, test.x = (train.x - mean) / std, (test.x - mean) / std
+            train.x, val.x, test.x = (train.x - mean) / std, (val.x - mean) / std, (test.x - mean) / std
         crop = RandomCrop(self.random_crop_padding) if self.random_crop_padding else None
-        return Data(task=self.task, train=train, test=test, loss=self.loss, output_dim=self.output_dim,
+        return Data(task=self.task, train=train, val=val, test=test, loss=self.loss, output_dim=self.output_dim,
                     train_transform=crop)
 
     def describe(self) -> str:

@@ -11,7 +11,8 @@ Each split is a trajectory task: x = the initial states (B, 2n), y = the states 
 time grid, ``velocity`` = the exact time derivative of the state (T, B, 2n) (targets of
 ``train.mode=derivatives``) and ``v0`` its first row. ``noise`` (std) perturbs the training
 states only (the derivative targets stay exact, as in Greydanus et al.); the test split holds
-other initial conditions over a longer horizon (``test_t_end``). The Data carry the true energy
+other initial conditions over a longer horizon (``test_t_end``); the validation split is
+``n_val`` more of those (drawn like the test split, from the validation stream). The Data carry the true energy
 function of a state (…, 2n) → (…) and an energy scale for the relative drift.
 
 Extension point: subclass :class:`MechanicalSystem` (``lagrangian``, ``acceleration``,
@@ -35,7 +36,8 @@ COORDINATES = ["canonical", "velocity"]
 class MechanicalSystem(Dataset):
     """Base of the physics datasets.
 
-    **Arguments:** ``n_train``/``n_test`` trajectories; ``t_end``/``dt``: training horizon and
+    **Arguments:** ``n_train``/``n_test`` trajectories (``n_val``: validation trajectories drawn
+    like the test ones, null: ``n_test``); ``t_end``/``dt``: training horizon and
     sample step; ``test_t_end``/``test_dt``: rollout horizon and step of the held-out initial
     conditions (null: the training values); ``noise``: std of Gaussian noise on the training
     states; ``coordinates``: canonical | velocity; ``ic``: the initial-condition ranges (keys per
@@ -62,11 +64,13 @@ class MechanicalSystem(Dataset):
         test_ic: dict | None = None,
         rtol: float = 1e-10,
         atol: float = 1e-10,
+        n_val: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
         check_number("n_train", n_train, kind=int, low=1)
         check_number("n_test", n_test, kind=int, low=1)
+        check_number("n_val", n_val, kind=int, low=1, allow_none=True)
         for key, value in (("t_end", t_end), ("dt", dt), ("rtol", rtol), ("atol", atol)):
             check_number(key, value, low=0, low_open=True)
         check_number("test_t_end", test_t_end, low=0, low_open=True, allow_none=True)
@@ -76,6 +80,7 @@ class MechanicalSystem(Dataset):
         self.ic = self._check_ic("ic", ic)
         self.test_ic = self.ic if test_ic is None else self._check_ic("test_ic", test_ic)
         self.n_train, self.n_test = n_train, n_test
+        self.n_val = n_test if n_val is None else n_val
         self.t_end, self.dt = t_end, dt
         self.test_t_end = t_end if test_t_end is None else test_t_end
         self.test_dt = dt if test_dt is None else test_dt
@@ -167,8 +172,9 @@ class MechanicalSystem(Dataset):
 
     def load(self) -> Data:
         train, test = self.generate()
+        val = self._split(self.n_val, self.test_ic, self.test_t_end, self.test_dt, self.generator("val"), 0.0)
         scale = self.energy_scale(self.energy(test.x))
-        return Data(task=self.task, train=train, test=test, loss="mse", output_dim=self.output_dim,
+        return Data(task=self.task, train=train, val=val, test=test, loss="mse", output_dim=self.output_dim,
                     energy=self.energy, energy_scale=scale)
 
     def describe(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from node_lab.datasets.base import Data, Dataset, Split, Task
@@ -12,7 +14,7 @@ class CompactParity(Dataset):
     """x ↦ −x on {−1, 1} (the 1-D "crossing trajectories" map g(1) = −1, g(−1) = 1).
 
     A first-order NODE cannot represent it (flows are homeomorphisms that keep order); ANODE and
-    SONODE can. The two points are both the training and the test set.
+    SONODE can. The two points are the training, validation and test set (they are the whole domain).
     """
 
     task = Task.regression
@@ -22,7 +24,7 @@ class CompactParity(Dataset):
     def load(self) -> Data:
         x = torch.tensor([[1.0], [-1.0]])  # (2, 1)
         split = Split(x=x, y=-x)
-        return Data(task=self.task, train=split, test=split, loss="mse", output_dim=1)
+        return Data(task=self.task, train=split, val=split, test=split, loss="mse", output_dim=1)
 
 
 def _sample_shell(n: int, dim: int, r_lo: float, r_hi: float, g: torch.Generator) -> torch.Tensor:
@@ -37,9 +39,10 @@ def _sample_shell(n: int, dim: int, r_lo: float, r_hi: float, g: torch.Generator
 class NestedSpheres(Dataset):
     """Inner ball |x| <= r vs outer annulus r1 <= |x| <= r2 in any dimension, labels ±1.
 
-    **Arguments:** ``dim``; ``n_train``/``n_test`` points (a fraction ``inner_fraction`` of them
-    in the ball); ``inner_radius``; ``outer_radii`` [r1, r2]; ``inner_label`` (±1; the outer
-    label is its negative). Trained with MSE on the labels; accuracy by sign.
+    **Arguments:** ``dim``; ``n_train``/``n_val``/``n_test`` points (a fraction ``inner_fraction``
+    of them in the ball; validation points from their own random stream); ``inner_radius``;
+    ``outer_radii`` [r1, r2]; ``inner_label`` (±1; the outer label is its negative). Trained with
+    MSE on the labels; accuracy by sign.
     """
 
     task = Task.classification
@@ -54,11 +57,13 @@ class NestedSpheres(Dataset):
         inner_radius: float = 0.5,
         outer_radii: tuple[float, float] = (1.0, 1.5),
         inner_label: int = -1,
+        n_val: int = 300,
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
         check_number("dim", dim, kind=int, low=1)
         check_number("n_train", n_train, kind=int, low=2)
+        check_number("n_val", n_val, kind=int, low=2)
         check_number("n_test", n_test, kind=int, low=2)
         check_number("inner_fraction", inner_fraction, low=0, low_open=True, high=1)
         check_number("inner_radius", inner_radius, low=0, low_open=True)
@@ -69,7 +74,7 @@ class NestedSpheres(Dataset):
         if inner_label not in (-1, 1):
             raise ConfigError("inner_label", inner_label, "must be ±1", choices=[-1, 1])
         self.data_dim = dim
-        self.n_train, self.n_test = n_train, n_test
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.inner_fraction = inner_fraction
         self.inner_radius, self.outer_radii = inner_radius, (r1, r2)
         self.inner_label = inner_label
@@ -88,13 +93,16 @@ class NestedSpheres(Dataset):
         g = self.generator()
         train = self._split(self.n_train, g)
         test = self._split(self.n_test, g)
-        return Data(task=self.task, train=train, test=test, loss="mse", output_dim=1)
+        val = self._split(self.n_val, self.generator("val"))
+        return Data(task=self.task, train=train, val=val, test=test, loss="mse", output_dim=1)
 
 
 class Sine(Dataset):
     """A 1-D time series y(t) = A sin(ωt) + noise on [0, t_end], fitted by one trajectory from
     the clean y(0). Training sees the first ``train_fraction`` of the points; the test metric is
-    the extrapolation over the rest. The true velocity Aω cos(ωt) is known.
+    the extrapolation over the rest. Validation: the training window observed again, with its own
+    noise draw (the validation stream; without noise it is the training points). The true velocity
+    Aω cos(ωt) is known.
     """
 
     task = Task.trajectory
@@ -133,9 +141,11 @@ class Sine(Dataset):
         v0 = velocity[0]
         k = self.n_train
         train = Split(x=x0, y=y[:k], v0=v0, velocity=velocity[:k], times=times[:k])
+        val_y = clean[:k, None, None] + self.noise * torch.randn(k, 1, 1, generator=self.generator("val"))
+        val = replace(train, y=val_y)
         observed = torch.arange(self.n_points) >= k if k < self.n_points else None
         test = Split(x=x0, y=y, v0=v0, velocity=velocity, times=times, observed=observed)
-        return Data(task=self.task, train=train, test=test, loss="mse", output_dim=1)
+        return Data(task=self.task, train=train, val=val, test=test, loss="mse", output_dim=1)
 
 
 CURVES = {"sin": torch.sin, "sin_plus_x": lambda x: torch.sin(x) + x}
@@ -147,7 +157,8 @@ class SineCurve(Dataset):
     cannot follow it where the curve's trajectories would have to cross).
 
     **Arguments:** ``curve`` (sin | sin_plus_x); ``n_points`` on [0, ``x_end``]; ``noise``: std of
-    Gaussian noise on y. All points are both training and test set (a fit, not a forecast).
+    Gaussian noise on y. All points are both training and test set (a fit, not a forecast); the
+    validation split is the same curve with its own noise draw (the validation stream).
     """
 
     task = Task.trajectory
@@ -166,7 +177,11 @@ class SineCurve(Dataset):
 
     def load(self) -> Data:
         times = torch.linspace(0.0, self.x_end, self.n_points)
-        y = CURVES[self.curve](times) + self.noise * torch.randn(self.n_points, generator=self.generator())
-        target = torch.stack([times, y], dim=1)[:, None, :]  # (T, 1, 2)
-        split = Split(x=torch.zeros(1, 2), y=target, times=times)
-        return Data(task=self.task, train=split, test=split, loss="mse", output_dim=2)
+
+        def observed(g: torch.Generator) -> Split:
+            y = CURVES[self.curve](times) + self.noise * torch.randn(self.n_points, generator=g)
+            return Split(x=torch.zeros(1, 2), y=torch.stack([times, y], dim=1)[:, None, :], times=times)  # (T, 1, 2)
+
+        split = observed(self.generator())
+        return Data(task=self.task, train=split, val=observed(self.generator("val")), test=split, loss="mse",
+                    output_dim=2)

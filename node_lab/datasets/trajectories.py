@@ -7,8 +7,11 @@ std σ, drawn from the dataset seed) integrating from the clean initial state, a
 is the MSE on the test points against the clean curve (extrapolation, interpolation gaps, or the
 train points again when there are no test windows). ``extra_windows`` ({name: windows}) adds named
 evaluation splits on the same trajectory, reported as final.<name>_mse (e.g. a far extension).
-``fit: position_velocity`` observes both (outputs [x, v]); ``inputs: position_velocity`` starts
-first-order models from [x0, v0].
+Validation (model selection): the points of ``val_windows`` (null: the training windows), observed
+with their own noise draw from the validation stream (without noise: the clean curve there). To
+select on a window the model does not train on, put it between the train and test windows and
+leave it out of ``train_windows``. ``fit: position_velocity`` observes both (outputs [x, v]);
+``inputs: position_velocity`` starts first-order models from [x0, v0].
 
 Subclasses give the curves: :class:`DampedOscillators` (closed form; sines, the SONODE paper's
 2-D and double functions, random oscillators), :class:`Exponential`, :class:`ForcedVanDerPol`
@@ -59,11 +62,13 @@ class TrajectoryDataset(Dataset):
         inputs: str = "position",
         rmse_window: int | None = None,
         extra_windows: dict | None = None,
+        val_windows=None,
         seed: int = 0,
     ) -> None:
         super().__init__(seed)
         self.train_windows = _windows("train_windows", train_windows)
         self.test_windows = _windows("test_windows", test_windows)
+        self.val_windows = _windows("val_windows", val_windows) if val_windows is not None else None
         if extra_windows is not None and not hasattr(extra_windows, "items"):
             raise ConfigError("extra_windows", extra_windows, "must map a name to a list of windows",
                               fix="e.g. dataset.extra_windows={extension:[[100,199,100]]}")
@@ -99,10 +104,13 @@ class TrajectoryDataset(Dataset):
         train_t = self._points(self.train_windows)
         test_t = self._points(self.test_windows) if self.test_windows else train_t
         extra_t = {name: self._points(w) for name, w in self.extra_windows.items()}
-        times = torch.unique(torch.cat([train_t, test_t, *extra_t.values()]))  # sorted
+        val_t = self._points(self.val_windows) if self.val_windows else train_t
+        times = torch.unique(torch.cat([train_t, test_t, val_t, *extra_t.values()]))  # sorted
         x, v = self.curves(times, g)
         target = torch.cat([x, v], dim=2) if self.fit == "position_velocity" else x
         noisy = target + self.noise * torch.randn(target.shape, generator=g, dtype=target.dtype)
+        val_noisy = target + self.noise * torch.randn(target.shape, generator=self.generator("val"),
+                                                      dtype=target.dtype)
         x0 = torch.cat([x[0], v[0]], dim=1) if self.inputs == "position_velocity" else x[0]
         is_train = torch.isin(times, train_t)
         is_test = torch.isin(times, test_t)
@@ -111,8 +119,12 @@ class TrajectoryDataset(Dataset):
                       times=times[:k].float(), observed=None if bool(is_train[:k].all()) else is_train[:k])
         test = Split(x=x0.float(), y=target.float(), v0=v[0].float(), velocity=v.float(), times=times.float(),
                      observed=None if bool(is_test.all()) else is_test)
+        is_val = torch.isin(times, val_t)
+        k_val = int(is_val.nonzero().max()) + 1
+        val = Split(x=x0.float(), y=val_noisy[:k_val].float(), v0=v[0].float(), velocity=v[:k_val].float(),
+                    times=times[:k_val].float(), observed=None if bool(is_val[:k_val].all()) else is_val[:k_val])
         extra = {name: replace(test, observed=torch.isin(times, t)) for name, t in extra_t.items()}
-        return Data(task=self.task, train=train, test=test, loss="mse", output_dim=self.output_dim,
+        return Data(task=self.task, train=train, val=val, test=test, loss="mse", output_dim=self.output_dim,
                     forcing=self.forcing(), extra=extra)
 
 
@@ -194,7 +206,8 @@ class ForcedVanDerPol(TrajectoryDataset):
         self._set_dims(1)
 
     def _span(self) -> tuple[float, float]:
-        windows = self.train_windows + self.test_windows + [w for ws in self.extra_windows.values() for w in ws]
+        windows = (self.train_windows + self.test_windows + (self.val_windows or [])
+                   + [w for ws in self.extra_windows.values() for w in ws])
         starts, ends = [w[0] for w in windows], [w[1] for w in windows]
         return min(starts), max(ends)
 
@@ -221,7 +234,8 @@ class SystemIdentificationCSV(TrajectoryDataset):
     """A measured input/output record (one trajectory, time = sample index): the ``input_column``
     is the forcing u(t) (linearly interpolated between samples, ``forcing_outside`` beyond them),
     the ``output_column`` the observed position. Train on samples 0…n_train−1, test on
-    n_train…n_test−1 predicting from the same x0. Both columns have the mean of the *training*
+    n_train…n_test−1 predicting from the same x0. Validation: the training samples (a measured
+    record has one trajectory and no second noise draw). Both columns have the mean of the *training*
     rows removed and are multiplied by ``scale``. ``rmse_window``: running RMSE window.
 
     **Arguments:** ``path`` (under ``paths.data_dir``), ``input_column``, ``output_column``,
@@ -285,7 +299,7 @@ class SystemIdentificationCSV(TrajectoryDataset):
 
     def load(self) -> Data:
         data = super().load()
-        for split in (data.train, data.test):
+        for split in (data.train, data.val, data.test):
             split.v0, split.velocity = None, None
         return data
 
@@ -297,22 +311,28 @@ class SystemIdentificationCSV(TrajectoryDataset):
 
 class GeneralisedParity(Dataset):
     """x ~ U[−1, 1]^dim ↦ scale·x (scale −1: the SONODE paper's generalised parity, a map that
-    reverses orientation in odd dims, where a first-order NODE cannot represent it)."""
+    reverses orientation in odd dims, where a first-order NODE cannot represent it). ``n_val``
+    validation points come from their own random stream."""
 
     task = Task.regression
 
-    def __init__(self, dim: int = 1, n_train: int = 50, n_test: int = 10, scale: float = -1.0, seed: int = 0) -> None:
+    def __init__(self, dim: int = 1, n_train: int = 50, n_test: int = 10, scale: float = -1.0, n_val: int = 10,
+                 seed: int = 0) -> None:
         super().__init__(seed)
         check_number("dim", dim, kind=int, low=1)
         check_number("n_train", n_train, kind=int, low=1)
+        check_number("n_val", n_val, kind=int, low=1)
         check_number("n_test", n_test, kind=int, low=1)
         check_number("scale", scale)
         self.data_dim = self.output_dim = dim
-        self.n_train, self.n_test, self.scale = n_train, n_test, float(scale)
+        self.n_train, self.n_val, self.n_test, self.scale = n_train, n_val, n_test, float(scale)
+
+    def _split(self, n: int, g: torch.Generator) -> Split:
+        x = 2 * torch.rand(n, self.data_dim, generator=g) - 1
+        return Split(x=x, y=self.scale * x)
 
     def load(self) -> Data:
         g = self.generator()
-        x_train = 2 * torch.rand(self.n_train, self.data_dim, generator=g) - 1
-        x_test = 2 * torch.rand(self.n_test, self.data_dim, generator=g) - 1
-        return Data(task=self.task, train=Split(x=x_train, y=self.scale * x_train),
-                    test=Split(x=x_test, y=self.scale * x_test), loss="mse", output_dim=self.data_dim)
+        train, test = self._split(self.n_train, g), self._split(self.n_test, g)
+        return Data(task=self.task, train=train, val=self._split(self.n_val, self.generator("val")), test=test,
+                    loss="mse", output_dim=self.data_dim)

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 # Set in the launching process when a sweep had failed or diverged jobs; the CLI turns it into exit code 1.
 SWEEP_FAILURES = {"count": 0}
+# The summaries written by the sweeps of this process (the CLI prints their tables when the sweep ends).
+SWEEP_SUMMARIES: list[Path] = []
 
 
 class SweepSummary(Callback):
@@ -40,5 +42,9 @@ class SweepSummary(Callback):
             return
         result = summarise(sweep, title=f"Sweep {sweep}")
         SWEEP_FAILURES["count"] += result["failed"] + result["diverged"]
+        SWEEP_SUMMARIES.append(result["markdown"])
+        from node_lab.tracking import log_sweep
+
+        log_sweep(sweep, config)
         log.info("sweep summary: %s (%d jobs, %d failed, %d diverged)", result["markdown"], result["jobs"],
                  result["failed"], result["diverged"])

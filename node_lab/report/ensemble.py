@@ -3,7 +3,7 @@ distribution (seed 002's question: posterior predictives from NODEs by deep ense
 
 Trajectory tasks: predictive mean and a ±2σ band over the members, and the coverage of the held-out
 (observed test) points by the band. Classifiers: the ensemble's accuracy (mean output) beside the
-members'. Everything is read from the run directories (checkpoint.pt holds the resolved config and
+members'. Everything is read from the run directories (the checkpoints hold the resolved config and
 the weights); the members are evaluated on the data of the first member.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from node_lab.errors import ConfigError
-from node_lab.report.rundirs import Job, load_trained
+from node_lab.report.rundirs import Job, has_model, load_trained
 from node_lab.report.summary import group_rows, slug
 from node_lab.rundir import write_text
 
@@ -42,7 +42,7 @@ def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
 
     members = []
     for job in jobs:
-        if job.status == "completed" and (job.path / "checkpoint.pt").is_file():
+        if job.status == "completed" and has_model(job):
             try:
                 members.append(load_trained(job))
             except ConfigError as err:  # a damaged checkpoint: this member is left out, with a warning

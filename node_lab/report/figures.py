@@ -4,7 +4,7 @@
 runs by their ``report.study`` and draws the figures registered for that study. To give a study
 its figures, write ``fn(jobs, out, name) -> [png paths]`` here and decorate it with
 ``@study_figures("<report.study pattern>")`` (fnmatch: ``anode/dupont_*``); nothing else changes.
-Models are rebuilt from each run's ``checkpoint.pt``; curves come from its ``history.csv``.
+Models are rebuilt from each run's checkpoint (best.pt/last.pt); curves come from its ``history.csv``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from node_lab.report.rundirs import Job, load_trained, read_history
+from node_lab.report.rundirs import Job, has_model, load_trained, read_history
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def draw_study_figures(jobs: list[Job], out: Path) -> list[str]:
     """Figures of every registered study among ``jobs``, written into ``out``; markdown lines."""
     by_study: dict[str, list[Job]] = {}
     for job in jobs:
-        if job.study and job.status == "completed" and (job.path / "checkpoint.pt").is_file():
+        if job.study and job.status == "completed" and has_model(job):
             by_study.setdefault(job.study, []).append(job)
     lines = []
     for study, group in sorted(by_study.items()):

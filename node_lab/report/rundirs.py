@@ -139,21 +139,19 @@ def _number(text: str) -> float | str:
         return text
 
 
+def has_model(job: Job) -> bool:
+    """Whether the run directory holds a trained model (best.pt / last.pt, or an older checkpoint.pt)."""
+    from node_lab.checkpoints import last_checkpoint
+
+    return last_checkpoint(job.path) is not None
+
+
 def load_trained(job: Job):
-    """The trained model of a run, rebuilt on the CPU from its checkpoint.pt (resolved config and
-    weights), in eval mode: a :class:`node_lab.build.Built`."""
+    """The trained model of a run (the checkpoint it reports), rebuilt on the CPU from the config
+    saved with it, in eval mode: a :class:`node_lab.build.Built` (see :func:`node_lab.load_run`)."""
+    from node_lab.runs import load_run
 
-    from node_lab.build import build
-    from node_lab.checkpoints import load_checkpoint
-
-    state = load_checkpoint(job.path / "checkpoint.pt")  # a damaged one: a one-line ConfigError
-    cfg = OmegaConf.create(state["config"])
-    cfg.logger = {"_target_": "node_lab.tracking.NullLogger"}
-    cfg.device.name = "cpu"
-    built = build(cfg)
-    built.model.load_state_dict(state["model"])
-    built.model.eval()
-    return built
+    return load_run(job.path).built
 
 
 def _natural_key(path: Path) -> list:

@@ -18,9 +18,10 @@ from node_lab.rundir import atomic_open, write_text
 
 log = logging.getLogger(__name__)
 
-COLUMNS = {  # label → metrics.json path ({m} = the run's metric name)
+COLUMNS = {  # label → metrics.json path ({m} = the run's metric name); final = the selected model (train.select)
     "final test {m}": "final.test_{m}",
-    "best test {m}": "best.test_{m}",
+    "final val {m}": "final.val_{m}",
+    "best val {m}": "best.val_{m}",
     "final train {m}": "final.train_{m}",
     "NFE fwd/iter": "nfe_forward.mean",
     "NFE bwd/iter": "nfe_backward.mean",
@@ -157,7 +158,7 @@ def slug(text: str) -> str:
 
 
 def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
-    keys = ["path", "study", "row", "seed", "status", "reason", "metric", "final", "best", "nfe_forward",
+    keys = ["path", "study", "row", "seed", "status", "reason", "metric", "final test", "best val", "nfe_forward",
             "nfe_backward", "wall_time", "restarts"]
     with atomic_open(path) as f:
         writer = csv.writer(f)
@@ -165,7 +166,7 @@ def write_jobs_csv(path: Path, jobs: list[Job]) -> None:
         for j in jobs:
             m = j.metrics.get("metric", "")
             writer.writerow([j.path, j.study or "", j.row, j.seed, j.status, j.reason, m,
-                             j.value(f"final.test_{m}"), j.value(f"best.test_{m}"), j.value("nfe_forward.mean"),
+                             j.value(f"final.test_{m}"), j.value(f"best.val_{m}"), j.value("nfe_forward.mean"),
                              j.value("nfe_backward.mean"), j.value("wall_time"), j.metrics.get("restarts", 0)])
 
 
@@ -175,7 +176,7 @@ def extra_columns(jobs: list[Job]) -> dict[str, str]:
     extra: dict[str, str] = {}
     for job in jobs:
         metric = job.metrics.get("metric", "")
-        standard = {"train_loss", "test_loss", f"train_{metric}", f"test_{metric}"}
+        standard = {f"{split}_{key}" for split in ("train", "val", "test") for key in ("loss", metric)}
         for block in ("final", "physics"):
             for key, value in (job.metrics.get(block) or {}).items():
                 if key not in standard and isinstance(value, (int, float)) and not isinstance(value, bool):
