@@ -88,12 +88,29 @@ def train_settings(node: DictConfig) -> tuple[LoopSettings, JobSettings]:
         raise err.with_prefix("train") from None
 
 
+def logger_names() -> list[str]:
+    """The loggers of the ``logger`` group (its YAMLs, but ``none``)."""
+    from importlib.resources import files
+
+    return sorted(p.name[:-5] for p in files("node_lab.conf").joinpath("logger").iterdir()
+                  if p.name.endswith(".yaml") and p.name != "none.yaml")
+
+
 def _loggers(cfg: DictConfig) -> tuple[RunLogger, list[str]]:
     """The ``logger`` group: every entry with a ``_target_`` is a logger (``logger=[wandb,tensorboard]``);
     an entry without one holds settings of a logger that is not selected (a preset's
     ``logger.wandb.tags`` under ``logger=none``) and is ignored; ``logger.tags`` is the older spelling
     of the top-level ``tags``. Returns the logger and the run's tags (top-level, then the loggers')."""
     node = cfg.get("logger") or {}
+    names = logger_names()
+    for key in node:  # a typo here would otherwise be carried along silently
+        if str(key) != "tags" and str(key) not in names and not str(key).startswith("_"):  # _target_: a saved
+            # config of an earlier version (one logger, no entries)
+            close = difflib.get_close_matches(str(key), [*names, "tags"], n=1)
+            hint = f"did you mean logger.{close[0]}? " if close else ""
+            raise ConfigError(f"logger.{key}", node[key], "unknown key in 'logger' (its keys are the loggers, "
+                              "each with its own keys)", choices=[*names, "tags"],
+                              fix=hint + "e.g. logger.wandb.project=x")
     loggers = [_group(cfg, f"logger.{key}") for key in node
                if isinstance(node[key], DictConfig) and "_target_" in node[key]]
     tags = [*(cfg.get("tags") or []), *(node.get("tags") or [] if not isinstance(node.get("tags"), DictConfig) else [])]

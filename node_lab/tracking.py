@@ -176,11 +176,25 @@ class WandbLogger(RunLogger):
                 return file.read_text().strip()
         return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
+    def _failed(self, what: str, err: BaseException) -> None:
+        """W&B failing never stops a run: one warning, then the run directory is the record."""
+        log.warning("W&B %s failed (%s: %s); training goes on without W&B, the run directory holds every metric",
+                    what, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        self.run = None
+
     def start(self, info: RunInfo) -> None:
+        try:
+            self._start(info)
+        except Exception as err:  # an unwritable <run dir>/wandb, a broken install, ...
+            self._failed("start", err)
+
+    def _start(self, info: RunInfo) -> None:
         import wandb  # imported lazily: a second of start-up that logger=none does not pay
 
+        from node_lab.rundir import write_text
+
         run_id = self.run_id(info)
-        (info.run_dir / WANDB_ID).write_text(run_id + "\n")
+        write_text(info.run_dir / WANDB_ID, run_id + "\n")
         kwargs = dict(project=self.project, entity=self.entity, tags=list(dict.fromkeys(info.tags + self.tags)),
                       dir=str(info.run_dir), group=self.group or info.group, name=self.run_name or info.name,
                       config=info.config, job_type=info.job_type, id=run_id, resume="allow",
@@ -205,31 +219,43 @@ class WandbLogger(RunLogger):
 
     def log(self, metrics: dict, step: int) -> None:
         if self.run is not None:
-            self.run.log({"iteration": step, **metrics}, step=step)
+            try:
+                self.run.log({"iteration": step, **metrics}, step=step)
+            except Exception as err:
+                self._failed("log", err)
 
     def log_images(self, images: dict[str, Path]) -> None:
         if self.run is not None:
             import wandb
 
-            self.run.log({f"figures/{k}": wandb.Image(str(p)) for k, p in images.items()})
+            try:
+                self.run.log({f"figures/{k}": wandb.Image(str(p)) for k, p in images.items()})
+            except Exception as err:
+                self._failed("figures", err)
 
     def log_model(self, path: Path, metadata: dict, aliases: list[str]) -> None:
         if self.run is None or not self.log_model_artifacts:
             return
         import wandb
 
-        artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
-        artifact.add_file(str(path))
-        self.run.log_artifact(artifact, aliases=aliases)
+        try:
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact, aliases=aliases)
+        except Exception as err:
+            self._failed("model artifact", err)
 
     def finish(self, summary: dict, failed: bool = False) -> None:
         if self.run is None:
             return
-        for key, value in summary.items():  # the metrics.json blocks, and the conventional names
-            self.run.summary[key] = value
-        for key, value in summary_metrics(summary).items():
-            self.run.summary[key] = value
-        self.run.finish(exit_code=1 if failed else 0)
+        try:
+            for key, value in summary.items():  # the metrics.json blocks, and the conventional names
+                self.run.summary[key] = value
+            for key, value in summary_metrics(summary).items():
+                self.run.summary[key] = value
+            self.run.finish(exit_code=1 if failed else 0)
+        except Exception as err:
+            self._failed("finish", err)
         self.run = None
 
 
@@ -246,8 +272,8 @@ class TensorBoardLogger(RunLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
-            raise ConfigError("logger.tensorboard", "tensorboard", "needs the tensorboard package",
-                              fix='pip install "node-lab[tensorboard]" (or logger=wandb)') from None
+            raise ConfigError("logger", "tensorboard", "needs the tensorboard package",
+                              fix='pip install "node-lab[tensorboard]" (or logger=wandb)', absolute=True) from None
         self.flush_secs, self.writer = flush_secs, None
 
     def start(self, info: RunInfo) -> None:

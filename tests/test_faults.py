@@ -48,7 +48,7 @@ TYPOS = [
     (["model.readout.dimz=data"], "did you mean model.readout.dims?"),
     (["+model.readout.bogus=1"], "unknown readout key"),
     (["device.thread=1"], "did you mean device.threads?"),
-    (["logger.projet=x"], "did you mean logger.project?"),
+    (["logger.wandb.projet=x"], "did you mean logger.wandb.project?"),
     (["bogus"], ""),
 ]
 
@@ -83,7 +83,7 @@ OPTIONS = [
     (["device.dtype=float16"], "valid: float"),
     (["train.mode=derivative"], "valid: derivatives"),
     (["train.loss=l2"], "valid: l1"),
-    (["logger=wandb", "logger.mode=ofline"], "fix: logger.mode=offline"),
+    (["logger=wandb", "logger.wandb.mode=ofline"], "fix: logger.wandb.mode=offline"),
     (["dataset=mnist", "model=odenet", "dataset.subset=frist"], "valid: first"),
     (["dataset=mnist", "model=odenet", "dataset.normalize=std"], "valid: standard"),
     (["model=lnn", "dataset=spring", "model.singular=inverse"], "valid: pinv, damping"),
@@ -428,21 +428,20 @@ def test_interrupted_run_checkpoints_and_resumes_bit_identically(make_cfg, tmp_p
 
 
 class _FullDisk:
-    """fsync that fails with ENOSPC from its ``after``-th call on: the disk fills up mid-run."""
+    """fsync that fails with ENOSPC once ``marker`` exists: the disk fills up right after the first checkpoint."""
 
-    def __init__(self, after: int) -> None:
-        self.calls, self.after, self.real = 0, after, os.fsync
+    def __init__(self, marker: Path) -> None:
+        self.marker, self.real = marker, os.fsync
 
     def __call__(self, fd):
-        self.calls += 1
-        if self.calls >= self.after:
+        if self.marker.exists():
             raise OSError(errno.ENOSPC, "No space left on device")
         return self.real(fd)
 
 
 def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(capsys, monkeypatch, tmp_path):
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(rundir.os, "fsync", _FullDisk(after=3))  # lock, first checkpoint, then full
+    monkeypatch.setattr(rundir.os, "fsync", _FullDisk(run_dir / checkpoints.LAST))
     code, err = _train(capsys, monkeypatch, tmp_path, f"hydra.run.dir={run_dir}", *BASE, "train.iterations=6")
     last = err.splitlines()[-1]
     assert code == 1 and last.startswith("node-lab: error: ") and "No space left on device" in last, err
@@ -550,3 +549,11 @@ def test_more_images_than_exist_is_refused(capsys, monkeypatch, tmp_path):
                        "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 2 and "dataset.n_test=20000" in err and "10000 images" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_wandb_folder_warns_and_the_run_goes_on(make_cfg, tmp_path, caplog):
+    (tmp_path / "wandb").write_text("a file where W&B wants its folder")
+    metrics = job.run(build(make_cfg(*TINY, "logger=wandb", "logger.wandb.mode=offline")), tmp_path, group="t",
+                      name="t")
+    assert metrics["status"] == "completed" and "W&B start failed" in caplog.text
+    assert caplog.text.count("W&B") == 1  # warned once

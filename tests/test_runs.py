@@ -198,15 +198,21 @@ def test_resume_from_a_run_of_another_model_is_one_line(make_cfg, tmp_path):
 
     _trained(make_cfg, tmp_path / "first", EVAL_CASES["classifier"])
     cfg = make_cfg(*EVAL_CASES["classifier"], "model.field.hidden=[8]", f"train.resume_from={tmp_path / 'first'}")
-    with pytest.raises(ConfigError, match=r"^train.resume_from=.*has another shape than this config") as err:
+    with pytest.raises(ConfigError, match=r"^train.resume_from=.*model.field.hidden: \[20, 20\] -> \[8\]") as err:
         job.run(build(cfg), tmp_path / "second", group="test", name="second")
+    assert "\n" not in err.value.message()
+    allowed = make_cfg(*EVAL_CASES["classifier"], "model.field.hidden=[8]", f"train.resume_from={tmp_path / 'first'}",
+                       "train.resume_override=[model.field.hidden]")  # allowed, but the weights cannot fit
+    with pytest.raises(ConfigError, match=r"^train.resume_from=.*has another shape than this config") as err:
+        job.run(build(allowed), tmp_path / "third", group="test", name="third")
     assert "\n" not in err.value.message()
 
 
 def test_resume_from_another_directory_brings_its_best_model(make_cfg, tmp_path):
     _run(make_cfg, tmp_path / "first", "train.iterations=7")
     assert torch.load(tmp_path / "first" / "best.pt", weights_only=False)["iteration"] == 6
-    resumed = _run(make_cfg, tmp_path / "second", f"train.resume_from={tmp_path / 'first'}")
+    resumed = _run(make_cfg, tmp_path / "second", f"train.resume_from={tmp_path / 'first'}",
+                   "train.resume_override=[train.iterations]")
     straight = _run(make_cfg, tmp_path / "straight")
     assert resumed["selected"] == straight["selected"] == {"checkpoint": "best", "iteration": 6}
     assert resumed["final"] == straight["final"]

@@ -119,7 +119,8 @@ def test_group_is_one_configuration_across_seeds_not_the_sweep(make_cfg):
 def test_resumed_run_keeps_its_wandb_id(make_cfg, tmp_path):
     first = job.run(build(make_cfg(*TINY, "train.iterations=2")), tmp_path, group="g", name="n")
     run_id = (tmp_path / "wandb_id.txt").read_text().strip()
-    job.run(build(make_cfg(*TINY, "train.resume=true")), tmp_path, group="g", name="n")
+    job.run(build(make_cfg(*TINY, "train.resume=true", "train.resume_override=[train.iterations]")), tmp_path,
+            group="g", name="n")
     assert (tmp_path / "wandb_id.txt").read_text().strip() == run_id
     ids = {r.run.run_id for r in wandb_records(tmp_path) if r.WhichOneof("record_type") == "run"}
     assert ids == {run_id} and first["iterations"] == 2
