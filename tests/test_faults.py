@@ -557,3 +557,14 @@ def test_an_unwritable_wandb_folder_warns_and_the_run_goes_on(make_cfg, tmp_path
                       name="t")
     assert metrics["status"] == "completed" and "W&B start failed" in caplog.text
     assert caplog.text.count("W&B start failed") == 1 and "W&B log failed" not in caplog.text  # warned once
+
+
+@pytest.mark.parametrize("name,code", list(rundir.SIGNALS.items()))
+def test_each_stop_signal_is_recorded_not_fatal(name, code):
+    stop = rundir.Interruption()
+    before = signal.getsignal(getattr(signal, name))
+    with stop:
+        os.kill(os.getpid(), getattr(signal, name))
+        time.sleep(0.05)  # the handler runs between bytecodes of this thread
+        assert stop() and stop.requested == name and stop.exit_code == code
+    assert signal.getsignal(getattr(signal, name)) == before  # the previous handler is back on exit
