@@ -82,12 +82,22 @@ def evaluate(args: list[str]) -> int:
     opts = parser.parse_args(args)
     ckpt = next((o.split("=", 1)[1] for o in opts.overrides if o.startswith("ckpt=")), None)
     overrides = [o for o in opts.overrides if not o.startswith("ckpt=")]
+    from node_lab.rundir import RunDirectory, check_writable
+
+    out = opts.out or opts.run_dir
+    holder = RunDirectory(out, None)  # eval.json and the figures: no training run may write there meanwhile
     try:
+        if out.is_dir():
+            holder.acquire()
+        elif opts.out is not None:
+            check_writable(out, "--out")
         result = evaluate_run(opts.run_dir, ckpt, overrides, opts.out, figures=not opts.no_figures)
-    except ConfigError as err:
+    except (ConfigError, OutputFault) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        return _error(err)
+        return _error(err if isinstance(err, ConfigError) else err.message())
+    finally:
+        holder.release()
     print(eval_text(result))
     return 0
 

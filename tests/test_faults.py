@@ -568,3 +568,38 @@ def test_each_stop_signal_is_recorded_not_fatal(name, code):
         time.sleep(0.05)  # the handler runs between bytecodes of this thread
         assert stop() and stop.requested == name and stop.exit_code == code
     assert signal.getsignal(getattr(signal, name)) == before  # the previous handler is back on exit
+
+
+def _eval(capsys, *args) -> tuple[int, str]:
+    try:
+        code = cli.main(["eval", *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("case", ["missing run dir", "not a run dir", "unwritable --out", "busy run dir",
+                                  "unknown key", "model shape", "damaged best.pt"])
+def test_eval_faults_are_one_line(capsys, tmp_path, finished_run, case):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = {"missing run dir": [str(tmp_path / "nope")], "not a run dir": [str(empty)],
+            "unwritable --out": [str(finished_run), "--out", "/proc/node-lab-eval"],
+            "busy run dir": [str(finished_run)], "unknown key": [str(finished_run), "solver.rtl=1e-6"],
+            "model shape": [str(finished_run), "model.field.hidden=[8]"],
+            "damaged best.pt": [str(finished_run), "ckpt=best"]}[case]
+    owner = None
+    if case == "busy run dir":
+        owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        host = __import__("socket").gethostname()
+        (finished_run / rundir.LOCK).write_text(json.dumps({"pid": owner.pid, "host": host}))
+    if case == "damaged best.pt":
+        (finished_run / checkpoints.BEST).write_bytes(b"broken")
+    try:
+        code, err = _eval(capsys, *args)
+    finally:
+        if owner is not None:
+            owner.kill()
+            owner.wait()
+    assert code == 2 and err.startswith("node-lab: error: ") and "\n" not in err, err
+    assert not (finished_run / "eval.json").exists()
