@@ -245,3 +245,79 @@ def test_every_study_profile_composes():
                         seeds = cli[0] if cli else preset
                         assert len(seeds.split(",")) >= 3 or seeds.startswith("range("), (name, seeds)
     GlobalHydra.instance().clear()
+
+
+def _curve_run(path: Path, seed: int, model: str, dim: int, acc: float, nfe: float, losses: list[float]):
+    (path / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "model": {"name": model}, "augmentation": {"dim": dim}}
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([f"model={model}", f"augmentation.dim={dim}", f"seed={seed}"]))
+    metrics = {"status": "completed", "metric": "accuracy", "final": {"test_accuracy": acc},
+               "nfe_forward": {"mean": nfe}, "nfe_backward": {"mean": 2 * nfe}, "wall_time": 1.0, "seed": seed}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    lines = ["iteration,loss,nfe_forward"] + [f"{i + 1},{v},{nfe}" for i, v in enumerate(losses)]
+    (path / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+def _sweep_rows(tmp_path):
+    from node_lab.report.summary import group_rows, swept_keys
+
+    n = 0
+    for model in ("node", "anode"):
+        for dim in (0, 3):
+            for seed in (0, 1):
+                _curve_run(tmp_path / str(n), seed, model, dim, 0.8 + 0.05 * seed, 10.0 + dim + seed,
+                           [1.0 + seed, 0.5 + seed, 0.25 + seed])
+                n += 1
+    jobs = find_jobs(tmp_path)
+    return group_rows(jobs), swept_keys(jobs)
+
+
+def test_summary_figure_draws_a_categorical_key_as_points_and_a_numeric_one_as_a_line(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from node_lab.report.sweep_figure import _draw_against_key, _series
+
+    rows, keys = _sweep_rows(tmp_path)
+    assert keys == ["model", "augmentation.dim"]
+    fig, (categorical, numeric) = plt.subplots(1, 2)
+    _draw_against_key(categorical, _series(rows, keys, "final.test_accuracy"), "model", "acc", False)
+    assert [t.get_text() for t in categorical.get_xticklabels()] == ["anode", "node"]  # readable labels
+    drawn = [line for line in categorical.get_lines() if line.get_marker() == "o"]
+    assert len(drawn) == 2 and all(line.get_linestyle() == "None" for line in drawn)  # no line joins categories
+    offsets = {round(x, 3) for line in drawn for x in line.get_xdata()}
+    assert len(offsets) == 4  # the two series sit side by side, not on top of each other
+    keys = ["augmentation.dim", "model"]
+    series = _series(rows, keys, "nfe_forward.mean")
+    assert sorted(series) == ["model=anode", "model=node"]
+    assert series["model=node"] == [("0", 10.5, pytest.approx(0.7071, rel=1e-3)),
+                                    ("3", 13.5, pytest.approx(0.7071, rel=1e-3))]
+    _draw_against_key(numeric, series, "augmentation.dim", "NFE", False)
+    drawn = [line for line in numeric.get_lines() if line.get_marker() == "o"]  # not the error-bar caps
+    assert len(drawn) == 2 and all(line.get_linestyle() == "-" for line in drawn)
+    assert sorted({x for line in numeric.get_lines() for x in line.get_xdata()}) == [0.0, 3.0]
+    plt.close(fig)
+
+
+def test_summary_figure_has_nfe_and_training_curves_with_a_seed_band(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from node_lab.report.sweep_figure import _training_curves, plot_sweep
+
+    rows, keys = _sweep_rows(tmp_path)
+    fig, ax = plt.subplots()
+    assert _training_curves(ax, rows)
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [1.5, 1.0, 0.75]  # the mean over seeds 0 and 1
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.25) and band.max() == pytest.approx(2.0)  # lowest..highest seed
+    assert "(n=2)" in line.get_label()
+    plt.close(fig)
+    assert plot_sweep(tmp_path / "summary.png", rows, keys).stat().st_size > 0

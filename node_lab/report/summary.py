@@ -14,6 +14,7 @@ import numpy as np
 from node_lab.report.figures import draw_study_figures
 from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
+from node_lab.report.sweep_figure import is_number, plot_sweep
 from node_lab.rundir import atomic_open, write_text
 
 log = logging.getLogger(__name__)
@@ -221,48 +222,8 @@ def compare_published(rows: list[Row], published: list[dict]) -> list[str]:
 
 
 def plot_metric(path: Path, rows: list[Row], jobs: list[Job]) -> Path | None:
-    """Final test metric against the first numeric swept key (e.g. augmentation dim, D, noise),
-    one line per value of the other keys (e.g. the model); the first key if none is numeric."""
+    """summary.png (node_lab.report.sweep_figure) against the first numeric swept key (e.g. augmentation
+    dim, D, noise), the first key if none is numeric."""
     keys = swept_keys(jobs)
-    if not rows or not keys:
-        return None
-    keys.sort(key=lambda k: not all(_is_number(j.overrides.get(k)) for j in jobs if k in j.overrides))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_key, metric = keys[0], rows[0].metric
-    series: dict[str, list[tuple]] = {}
-    for r in rows:
-        job = r.jobs[0]
-        x = job.overrides.get(x_key)
-        rest = " ".join(f"{k}={job.overrides.get(k)}" for k in keys[1:]) or metric
-        mean, std = mean_std(r.values(f"final.test_{metric}"))
-        if mean is not None:
-            series.setdefault(rest, []).append((x, mean, std))
-    if not series:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    numeric = all(_is_number(x) for pts in series.values() for x, _, _ in pts)
-    for label, pts in series.items():
-        pts.sort(key=lambda p: float(p[0]) if numeric else str(p[0]))
-        xs = [float(p[0]) for p in pts] if numeric else [str(p[0]) for p in pts]
-        ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts], marker="o", capsize=3, label=label)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(f"final test {metric} (mean ± std over seeds)")
-    if metric == "mse":
-        ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _is_number(text: object) -> bool:
-    try:
-        float(str(text))
-        return True
-    except ValueError:
-        return False
+    keys.sort(key=lambda k: not all(is_number(j.overrides.get(k)) for j in jobs if k in j.overrides))
+    return plot_sweep(path, rows, keys)
