@@ -45,3 +45,22 @@ def test_ensemble_of_a_small_sweep(make_cfg, tmp_path):
     assert len(results[0]["member_test_mse"]) == 3
     assert json.loads((tmp_path / "ensemble.json").read_text())[0]["members"] == 3
     assert (tmp_path / results[0]["figure"]).is_file()
+
+
+def test_ensemble_of_classifiers_draws_its_figure(make_cfg, tmp_path):
+    for seed in (0, 1, 2):
+        run = tmp_path / str(seed)
+        cfg = make_cfg(f"seed={seed}", "train.iterations=5", "train.eval_every=5", "train.figures=false")
+        job.run(build(cfg), run, group="t", name=str(seed))
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+    jobs = find_jobs(tmp_path)
+    results = ensemble(tmp_path, jobs)
+    assert len(results) == 1 and results[0]["members"] == 3
+    r = results[0]
+    # members are scored on the first member's data: its accuracy is the one its own run reported
+    assert r["member_accuracy"][0] == pytest.approx(jobs[0].value("final.test_accuracy"), abs=1e-6)
+    assert len(r["member_accuracy"]) == 3
+    assert 0.0 <= r["unanimous"] <= 1.0
+    assert (tmp_path / r["figure"]).stat().st_size > 0
+    assert r["figure"] in (tmp_path / "ensemble.md").read_text()

@@ -3,8 +3,9 @@ distribution (seed 002's question: posterior predictives from NODEs by deep ense
 
 Trajectory tasks: predictive mean and a ±2σ band over the members, and the coverage of the held-out
 (observed test) points by the band. Classifiers: the ensemble's accuracy (mean output) beside the
-members'. Everything is read from the run directories (the checkpoints hold the resolved config and
-the weights); the members are evaluated on the data of the first member.
+members', the share of test points where every member agrees, and a figure of both. Everything is
+read from the run directories (the checkpoints hold the resolved config and the weights); the
+members are evaluated on the data of the first member.
 """
 
 from __future__ import annotations
@@ -70,13 +71,19 @@ def ensemble_row(jobs: list[Job], out: Path, label: str) -> dict | None:
         y = test.y.numpy()
         if data.loss == "cross_entropy":
             probs = torch.softmax(torch.from_numpy(final), dim=-1).numpy()
-            correct = lambda p: float(np.mean(p.argmax(-1) == y))  # noqa: E731
-            result["ensemble_accuracy"] = correct(probs.mean(0))
-            result["member_accuracy"] = [correct(p) for p in probs]
-        else:
-            correct = lambda p: float(np.mean(np.sign(p) == np.sign(y)))  # noqa: E731
-            result["ensemble_accuracy"] = correct(final.mean(0))
-            result["member_accuracy"] = [correct(p) for p in final]
+            label_of = lambda p: p.argmax(-1)  # noqa: E731
+            combined, labels = probs.mean(0), y
+        else:  # ±1 targets fitted by MSE: the sign is the class
+            label_of = lambda p: np.sign(p)  # noqa: E731
+            combined, labels = final.mean(0), np.sign(y)
+        votes = np.stack([label_of(p) for p in (probs if data.loss == "cross_entropy" else final)])
+        chosen = label_of(combined)
+        result["ensemble_accuracy"] = float(np.mean(chosen == labels))
+        result["member_accuracy"] = [float(np.mean(v == labels)) for v in votes]
+        agreement = (votes == chosen).reshape(len(votes), len(chosen), -1).all(-1).mean(0)  # per test point
+        hit = (chosen == labels).reshape(len(chosen), -1).all(-1)
+        result["unanimous"] = float(np.mean(agreement == 1.0))
+        result["figure"] = _plot_classifier(out / f"ensemble_{slug(label)}.png", result, agreement, hit)
     else:
         mean, lo, hi = band(preds[:, -1])
         y = test.y.numpy()
@@ -105,6 +112,40 @@ def _plot_band(path: Path, t, mean, lo, hi, y, mask) -> str:
     return path.name
 
 
+def _plot_classifier(path: Path, result: dict, agreement: np.ndarray, hit: np.ndarray) -> str:
+    """Left: each member's test accuracy beside the ensemble's. Right: how many members agree with
+    the ensemble's class on each test point, for points it gets right and wrong (errors where the
+    members disagree are the ones an ensemble can flag)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    members = result["member_accuracy"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [f"member {i + 1}" for i in range(len(members))] + ["ensemble"]
+    left.bar(names, members + [result["ensemble_accuracy"]], color=["C0"] * len(members) + ["C3"])
+    low = min(members + [result["ensemble_accuracy"]])
+    left.set_ylim(max(0.0, low - 0.05), 1.0)
+    left.set_ylabel("test accuracy")
+    left.tick_params(axis="x", labelrotation=30, labelsize=8)
+    m = len(members)
+    agree = np.rint(agreement * m).astype(int)  # members agreeing with the ensemble on each point
+    ks = np.arange(1, m + 1)
+    right.bar(ks - 0.2, [np.sum((agree == k) & hit) for k in ks], width=0.4, color="C2", label="ensemble right")
+    right.bar(ks + 0.2, [np.sum((agree == k) & ~hit) for k in ks], width=0.4, color="C3", label="ensemble wrong")
+    right.set_xticks(ks)
+    right.set_xticklabels([f"{k}/{m}" for k in ks])
+    right.set_xlabel("members agreeing with the ensemble's class")
+    right.set_ylabel("test points")
+    right.legend(fontsize=7, frameon=False)
+    fig.suptitle(result["configuration"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def ensemble(root: Path, jobs: list[Job]) -> list[dict]:
     """Ensemble every configuration of ``jobs`` with ≥2 completed seeds; writes ensemble.json/md."""
     results = [r for row in group_rows(jobs) if (r := ensemble_row(row.jobs, root, row.label)) is not None]
@@ -116,7 +157,7 @@ def ensemble(root: Path, jobs: list[Job]) -> list[dict]:
     for r in results:
         if "ensemble_accuracy" in r:
             lines.append(f"| {r['configuration']} | {r['members']} | accuracy {r['ensemble_accuracy']:.4g} | "
-                         f"{np.mean(r['member_accuracy']):.4g} | – |")
+                         f"{np.mean(r['member_accuracy']):.4g} | – (members unanimous on {r['unanimous']:.0%}) |")
         else:
             member = f"{np.mean(r['member_test_mse']):.4g}" if "member_test_mse" in r else "–"
             lines.append(f"| {r['configuration']} | {r['members']} | test MSE {r['ensemble_test_mse']:.4g} | "
