@@ -252,3 +252,29 @@ def test_bash_tab_completion_lists_models(tmp_path):
     commands = subprocess.run([NODE_LAB, "-sc", "query=bash"], capture_output=True, text=True, timeout=60,
                               env={**os.environ, "COMP_LINE": "node-lab ev"}).stdout
     assert commands.split() == ["eval"]
+
+
+def test_progress_bar_on_a_terminal_shows_loss_validation_metric_and_nfe(make_cfg, tmp_path, monkeypatch):
+    """At a TTY the bar's postfix carries the loss, the latest validation metric and NFE fwd/bwd."""
+    import io
+
+    from node_lab import job
+    from node_lab.build import build
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    metrics = job.run(build(make_cfg("train.iterations=6", "train.eval_every=3", "train.figures=false")),
+                      tmp_path, group="t", name="bar")
+    text = screen.getvalue()
+    assert "train: 100%" in text and "6/6" in text
+    last = text.replace("\r", "\n").strip().splitlines()[-1]
+    val = json.loads((tmp_path / "metrics.json").read_text())["last"]["val_accuracy"]
+    assert f"val_accuracy={val:.4g}" in last and "loss=" in last
+    import csv
+
+    row = list(csv.DictReader((tmp_path / "history.csv").open()))[-1]
+    assert f"nfe={row['nfe_forward']}/{row['nfe_backward']}" in last and metrics["status"] == "completed"
