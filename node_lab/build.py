@@ -263,6 +263,10 @@ def check_model_takes_data(model: ODEModel, dataset: Dataset, t0: float, t1: flo
         raise ConfigError("model", type(model).__name__, f"is a network for end-state tasks; {dataset.describe()} "
                           "is a trajectory task", fix="model=node (or an end-state dataset such as "
                           "dataset=nested_spheres)")
+    if dataset.task != Task.trajectory and not model.end_state_tasks:
+        raise ConfigError("model", type(model).__name__, f"is a distribution over trajectories; "
+                          f"{dataset.describe()} is an end-state task", fix="a trajectory dataset such as "
+                          "dataset=extrapolation (or model=node)")
     shape = tuple(dataset.data_shape or (dataset.data_dim,))
     x = torch.zeros(2, *shape)
     v0 = torch.zeros(2, dataset.data_dim) if dataset.has_velocity else None
@@ -290,8 +294,12 @@ def _data_mismatch(model: str, dataset: Dataset, text: str) -> ConfigError:
                                        "a vector model: model=node, anode or sonode"))
 
 
-def check_train_loss(loss: str, dataset: Dataset) -> None:
-    """``train.loss`` mse or l1 needs regression targets (labels train with their own loss)."""
+def check_train_loss(loss: str, dataset: Dataset, model: ODEModel) -> None:
+    """``train.loss`` mse or l1 needs regression targets (labels train with their own loss) and a
+    deterministic model (a stochastic one trains on its likelihood)."""
+    if loss != "auto" and model.stochastic:
+        raise ConfigError("train.loss", loss, f"{type(model).__name__} trains on the Gaussian NLL of sampled paths",
+                          choices=["auto"], fix="train.loss=auto")
     if loss != "auto" and dataset.loss != "mse":
         raise ConfigError("train.loss", loss, f"{dataset.describe()} trains with {dataset.loss} on its labels",
                           choices=["auto"], fix="train.loss=auto")
@@ -302,6 +310,9 @@ def check_train_mode(mode: str, dataset: Dataset, model: ODEModel) -> None:
     data's time derivatives and a model whose state is the data."""
     if mode == "trajectory":
         return
+    if model.stochastic:
+        raise ConfigError("train.mode", mode, f"{type(model).__name__} trains on the likelihood of sampled paths",
+                          choices=["trajectory"], fix="train.mode=trajectory")
     if dataset.task != Task.trajectory:
         raise ConfigError("train.mode", mode, f"{dataset.describe()} is not a trajectory task",
                           choices=["trajectory"], fix="train.mode=trajectory")
@@ -338,7 +349,7 @@ def build(cfg: DictConfig) -> Built:
         raise _data_mismatch(str(err.value).rpartition(".")[2], dataset, err.problem) from None
     check_model_takes_data(model, dataset, t0, t1)
     check_train_mode(loop.mode, dataset, model)
-    check_train_loss(loop.loss, dataset)
+    check_train_loss(loop.loss, dataset, model)
     if model.forcing_dim() and model.forcing_dim() != getattr(dataset, "forcing_dim", 0):
         raise ConfigError("model.field.forcing_dim", model.forcing_dim(),
                           f"{dataset.describe()} provides {getattr(dataset, 'forcing_dim', 0)} forcing channels",

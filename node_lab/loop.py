@@ -37,6 +37,8 @@ TRAIN_MODES = ["trajectory", "derivatives", "steps"]
 # mean absolute error (Cranmer et al.'s LNN). Metrics stay the dataset's (MSE) whatever it is.
 TRAIN_LOSSES = ["auto", "mse", "l1"]
 REGRESSION_LOSSES = {"auto": F.mse_loss, "mse": F.mse_loss, "l1": F.l1_loss}
+# What every evaluation of a stochastic model (and `node-lab ensemble`) reports: node_lab.metrics
+STOCHASTIC_SCORES = ("nll", "crps", "coverage90", "mean_mse")
 
 
 @dataclass
@@ -172,6 +174,8 @@ def batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float,
     """Training loss and metric of one batch for ``train.mode`` (trajectory | derivatives | steps).
     The one place a training loss is computed: a model that trains with a loss of its own (e.g. a
     likelihood over sampled paths) is asked for it here."""
+    if mode == "trajectory" and model.stochastic:  # a likelihood over sampled paths (node_lab.models.sde)
+        return model.training_loss(batch, _times(batch, t0, end, batch.x))
     if mode == "trajectory":
         pred = model(batch.x, _times(batch, t0, end, batch.x), batch.v0)
         return _loss_and_metric(data, batch, pred if data.task == Task.trajectory else pred[-1], loss_kind)
@@ -182,19 +186,29 @@ def batch_loss(model: ODEModel, data: Data, batch: Split, t0: float, end: float,
 def evaluate(model: ODEModel, data: Data, split: Split, t0: float, t1: float, batch_size: int | None = None) -> dict:
     """Loss and metric of ``split``, integrating to the nominal end time T (never a STEER draw),
     in batches of ``batch_size`` samples (None: all at once); loss and metric are per-sample means,
-    so batching changes them only through the adaptive solver's steps. ``nfe``: summed over batches."""
+    so batching changes them only through the adaptive solver's steps. ``nfe``: summed over batches.
+    A stochastic model's loss is its NLL and its metric the predictive mean's MSE; its ``scores``
+    (nll, crps, coverage90, mean_mse: :data:`STOCHASTIC_SCORES`) come back under ``scores``."""
     was_training = model.training
     model.eval()
     model.solver.nfe = 0
     n = len(split)
     size = batch_size or n
     loss = metric = 0.0
+    scores = dict.fromkeys(STOCHASTIC_SCORES, 0.0) if model.stochastic else None
     for start in range(0, n, size):
         part = split.batch(torch.arange(start, min(start + size, n), device=split.x.device)) if size < n else split
+        if scores is not None:
+            part_scores = model.scores(part, _times(part, t0, t1, part.x))
+            for key in scores:
+                scores[key] += part_scores[key] * len(part) / n
+            continue
         part_loss, part_metric = _loss_and_metric(data, part, _predict(model, data, part, t0, t1))
         loss += part_loss.item() * len(part) / n
         metric += part_metric.item() * len(part) / n
     model.train(was_training)
+    if scores is not None:
+        return {"loss": scores["nll"], "metric": scores["mean_mse"], "nfe": model.solver.nfe, "scores": scores}
     return {"loss": loss, "metric": metric, "nfe": model.solver.nfe}
 
 
@@ -330,6 +344,7 @@ def fit(
                     if not math.isfinite(val["metric"]):  # finite on the training window, blown up beyond it
                         raise FloatingPointError(f"non-finite val {name} ({val['metric']})")
                     row.update({"val_loss": val["loss"], f"val_{name}": val["metric"]})
+                    row.update({f"val_{key}": value for key, value in val.get("scores", {}).items()})
             except (FloatingPointError, AssertionError, RuntimeError) as err:
                 if not is_divergence(err):
                     raise

@@ -36,6 +36,7 @@ def split_metrics(model, data: Data, splits: tuple[str, ...], t0: float, t1: flo
     for split_name in splits:
         result = evaluate(model, data, getattr(data, split_name), t0, t1, eval_batch_size)
         out[f"{split_name}_loss"], out[f"{split_name}_{name}"] = result["loss"], result["metric"]
+        out.update({f"{split_name}_{key}": value for key, value in result.get("scores", {}).items()})
     return out
 
 

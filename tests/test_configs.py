@@ -31,6 +31,9 @@ SWEEPS = {o: params for o in options("experiment") if (params := _sweep_params(o
 NEEDS_IMAGES = {("model", "conv_node"), ("model", "odenet")}
 # Image datasets are built with an image model (the default MLP field cannot take images: a preflight error).
 NEEDS_IMAGE_MODEL = {("dataset", "mnist"), ("dataset", "cifar10"), ("dataset", "svhn")}
+# Stochastic models fit trajectories; SDE solvers (solver/sde_*.yaml) integrate stochastic models.
+NEEDS_TRAJECTORIES = {("model", "nsde")}
+NEEDS_SDE_MODEL = {("solver", o) for o in options("solver") if o.startswith("sde_")}
 
 
 def _build_or_expected_error(cfg):
@@ -83,6 +86,8 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
         return
     extra = ["dataset=mnist"] if (group, option) in NEEDS_IMAGES else []
     extra += ["model=conv_node"] if (group, option) in NEEDS_IMAGE_MODEL else []
+    extra += ["dataset=extrapolation"] if (group, option) in NEEDS_TRAJECTORIES else []
+    extra += ["model=nsde", "dataset=extrapolation"] if (group, option) in NEEDS_SDE_MODEL else []
     selection = [f"{group}={option}"]
     if group in ("model_dataset", "model_dataset_optim"):  # chosen by its pair, never on its own
         selection = _pair(group, option)
@@ -117,6 +122,11 @@ def test_sweep_presets_reach_their_rows(make_cfg, sweep):
 
 @pytest.mark.parametrize("option", options("solver"))
 def test_every_solver_yaml_names_its_method(make_cfg, option):
+    """The file name is the method; SDE methods (torchsde names) carry the prefix sde_."""
+    if option.startswith("sde_"):
+        built = build(make_cfg(f"solver={option}", "model=nsde", "dataset=extrapolation"))
+        assert built.solver.method == option.removeprefix("sde_")
+        return
     assert build(make_cfg(f"solver={option}")).solver.method == option
 
 

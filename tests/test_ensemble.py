@@ -43,6 +43,10 @@ def test_ensemble_of_a_small_sweep(make_cfg, tmp_path):
     assert len(results) == 1 and results[0]["members"] == 3
     assert 0.0 <= results[0]["coverage_2sigma"] <= 1.0
     assert len(results[0]["member_test_mse"]) == 3
+    # the scores a stochastic run reports, members as samples
+    assert results[0]["test_mean_mse"] == pytest.approx(results[0]["ensemble_test_mse"])
+    assert 0.0 <= results[0]["test_coverage90"] <= 1.0 and results[0]["test_crps"] >= 0.0
+    assert "test_nll" in results[0] and "90% coverage" in (tmp_path / "ensemble.md").read_text()
     assert json.loads((tmp_path / "ensemble.json").read_text())[0]["members"] == 3
     assert (tmp_path / results[0]["figure"]).is_file()
 

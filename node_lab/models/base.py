@@ -93,6 +93,9 @@ class ODEModel(nn.Module):
         self.spatial = tuple(features[1:])  # (H, W) of images, () of vectors
         self.data_dim = features[0] - widen
         self.output_dim = output_dim
+        if getattr(solver, "stochastic", False) and not self.stochastic:
+            raise ConfigError("solver", f"sde_{solver.method}", f"is an SDE solver; {type(self).__name__} is an "
+                              "ODE model", fix="solver=dopri5 (or model=nsde for a neural SDE)", absolute=True)
         self.solver = solver
         self.augmentation = augmentation
         self.state_dim = self.data_dim + augmentation.dim
@@ -202,6 +205,12 @@ class ODEModel(nn.Module):
         """What the model offers as the data's velocity along a state trajectory (T, B, d), for
         the interpretability error; None when it has no such coordinate."""
         return None
+
+    # A stochastic model (node_lab.models.sde) samples paths: the loop asks it for its own training
+    # loss (training_loss) and scores (scores: NLL, CRPS, coverage); ODE models are deterministic.
+    stochastic: bool = False
+    # Whether the model can fit end-state tasks (classification, end-point regression).
+    end_state_tasks: bool = True
 
     # Whether the model can fit trajectory data (its trajectory() is a flow in time); discrete
     # networks for end-state tasks set it False and build refuses them on trajectory datasets.

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from node_lab.errors import ConfigError, check_choice, check_number
+from node_lab.models.stable import STABILITY, stabilise
 
 ACTIVATIONS = {
     "elu": nn.ELU,
@@ -60,6 +61,10 @@ class MLPField(nn.Module):
     sigmoid); ``time``: ``none`` (autonomous) or ``concat`` (t is prepended to the input);
     ``output_activation``: null (linear output) or an activation on the output, e.g. ``tanh`` for
     a bounded field (the 18.337 ANODE study's Dense(…, tanh) last layer).
+    ``stability``: ``none`` | ``lyapunov`` | ``contractive`` (:mod:`node_lab.models.stable`: the MLP is
+    the nominal field, projected onto dV/dt ≤ −αV with a learned convex V, or the bounded residual of
+    −(AAᵀ + αI)z); ``alpha``: the decay rate α (contractive: ε); ``lyapunov_hidden``: the ICNN's
+    widths; ``residual_bound``: R of the contractive residual R·tanh(MLP).
     """
 
     def __init__(
@@ -70,14 +75,28 @@ class MLPField(nn.Module):
         activation: str = "elu",
         time: str = "none",
         output_activation: str | None = None,
+        stability: str = "none",
+        alpha: float = 0.1,
+        lyapunov_hidden: list[int] = (32, 32),
+        residual_bound: float = 1.0,
     ) -> None:
         super().__init__()
         check_choice("time", time, TIME_MODES)
         check_number("in_dim", in_dim, kind=int, low=1)
+        check_choice("stability", stability, STABILITY)
         self.time = time
         self.net = mlp(in_dim + (time == "concat"), out_dim, widths(hidden), activation, output_activation)
+        self.stability = stability
+        self.stable = stabilise(self.nominal, in_dim, out_dim, stability, alpha,
+                                widths(lyapunov_hidden, "lyapunov_hidden"), residual_bound)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.stable is not None:
+            return self.stable(t, z)
+        return self.nominal(t, z)
+
+    def nominal(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The MLP's own output f̂(t, z) (the field itself unless ``stability`` wraps it)."""
         if self.time == "concat":
             z = torch.cat([t.expand(z.shape[0], 1).to(z.dtype), z], dim=1)  # (B, 1 + in_dim)
         return self.net(z)
@@ -168,6 +187,7 @@ class FeatureField(nn.Module):
     model hands the dataset's forcing over with :meth:`ODEModel.set_forcing`. ``hidden: []``
     makes the net one linear layer (a linear model in the features), e.g. the SONODE paper's
     silverbox acceleration Linear([x, 0.01x³, v, u(t)]). ``time: concat`` appends t as well.
+    ``stability``, ``alpha``, ``lyapunov_hidden``, ``residual_bound``: as in :class:`MLPField`.
     """
 
     def __init__(
@@ -180,9 +200,14 @@ class FeatureField(nn.Module):
         activation: str = "elu",
         output_activation: str | None = None,
         time: str = "none",
+        stability: str = "none",
+        alpha: float = 0.1,
+        lyapunov_hidden: list[int] = (32, 32),
+        residual_bound: float = 1.0,
     ) -> None:
         super().__init__()
         check_number("forcing_dim", forcing_dim, kind=int, low=0)
+        check_choice("stability", stability, STABILITY)
         check_choice("time", time, TIME_MODES)
         self.time = time
         self.powers = []
@@ -200,8 +225,17 @@ class FeatureField(nn.Module):
         self.forcing = None  # set by ODEModel.set_forcing once the data are loaded
         n_features = in_dim + sum(len(d) for d, _, _ in self.powers) + forcing_dim + (time == "concat")
         self.net = mlp(n_features, out_dim, widths(hidden), activation, output_activation)
+        self.stability = stability  # as in MLPField: the feature model is the nominal field
+        self.stable = stabilise(self.nominal, in_dim, out_dim, stability, alpha,
+                                widths(lyapunov_hidden, "lyapunov_hidden"), residual_bound)
 
     def forward(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if self.stable is not None:
+            return self.stable(t, s)
+        return self.nominal(t, s)
+
+    def nominal(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """net(φ(t, s)), the field itself unless ``stability`` wraps it (see :class:`MLPField`)."""
         features = [s]
         for dims, power, scale in self.powers:
             part = s[:, dims[0] : dims[0] + 1] if len(dims) == 1 else s[:, dims]

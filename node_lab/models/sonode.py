@@ -63,6 +63,15 @@ class _InitialVelocity(nn.Module):
         return torch.cat([v0, pad], dim=1)
 
 
+def check_second_order_stability(accel: nn.Module, inputs: str) -> None:
+    """A stable acceleration field (``model.field.stability``, :mod:`node_lab.models.stable`) is the
+    damped form on [x, v]: it needs ``inputs: xv``."""
+    stability = getattr(accel, "stability", "none")
+    if stability != "none" and inputs != "xv":
+        raise ConfigError("field.stability", stability, f"the stable second-order form a = -Kx - Dv + r needs the "
+                          f"acceleration of [x, v]; inputs={inputs}", choices=["none"], fix="model.inputs=xv")
+
+
 class SecondOrderODE(ODEModel):
     """**Arguments:** ``field``: partial acceleration field, called with ``in_dim`` (2n for
     ``inputs: xv``, n for x or v only) and ``out_dim = n`` (n = d + p); ``inputs``: what the
@@ -108,6 +117,7 @@ class SecondOrderODE(ODEModel):
         self.velocity = self.make("velocity_net", _InitialVelocity, mode=init_velocity, n=n, d=self.data_dim,
                                   net=net)
         accel = self.make("field", field, in_dim=2 * n if inputs == "xv" else n, out_dim=n)
+        check_second_order_stability(accel, inputs)
         self.dynamics = _SecondOrder(accel, inputs)
         self.build_head()
 
