@@ -254,3 +254,27 @@ def test_parity_each_odd_dimension_and_summary_starts_with_the_table(tmp_path):
     text = summarise(tmp_path)["markdown"].read_text()
     first_table = text.index("| claim | paper |")
     assert first_table < text.index("| configuration |") and "## Verdicts" in text
+
+
+def test_reproduce_report_starts_with_the_verdict_table(tmp_path, monkeypatch):
+    """REPORT.md of `make reproduce`: the verdict table of every study comes before the studies' tables."""
+    from node_lab import reproduce
+
+    studies = {"sonode/silverbox": {"title": "silverbox", "claim": "SONODE < ANODE",
+                                    "profiles": {"quick": {"args": ["seed=0,1,2"], "expected_minutes": 1}}}}
+    (tmp_path / "studies.yaml").write_text(yaml.safe_dump(studies))
+
+    def fake_study(args, sweep_dir):  # the quick profile's 100 iterations, 3 seeds each
+        for s in range(3):
+            _run(sweep_dir / f"s{s}", "sonode/silverbox", "SONODE", s, {"test_mse": 1e-3 * (s + 1)}, iterations=100)
+            _run(sweep_dir / f"a{s}", "sonode/silverbox", "ANODE", s, {"test_mse": 1e-1 * (s + 1)}, iterations=100)
+        return 0, 1.0
+
+    monkeypatch.setattr(reproduce, "run_study", fake_study)
+    report = reproduce.reproduce("quick", None, tmp_path / "runs", tmp_path / "out", "disabled",
+                                 studies_file=tmp_path / "studies.yaml", jobs=1)
+    text = report.read_text()
+    top = text.index("## Verdicts")
+    assert top < text.index("## sonode/silverbox") < text.index("| configuration |")
+    line = next(x for x in text[top:].splitlines() if x.startswith("| sonode/silverbox"))
+    assert "**inconclusive (quick profile)**" in line and line.endswith("| quick, 100 it. |")
