@@ -92,7 +92,7 @@ class Arm:
             return f"{self.label}: – (n=0)"
         mean, sd = mean_sd([v * factor for v in self.values])
         spread = "" if math.isnan(sd) else f" ± {sd:.2g}"
-        return f"{self.label}: {mean:.3g}{spread}{unit} (n={self.n})"
+        return f"{self.label}: {mean:.4g}{spread}{unit} (n={self.n})"
 
 
 def arm(jobs: list[Job], study: str, selector: dict, metric: str, label: str | None = None) -> Arm:
@@ -236,7 +236,7 @@ def judge(jobs: list[Job], claim: dict, profile: str | None, published: list[dic
     if compare == "at_least_published_minus_binomial":
         n_test = int(claim["n_test"])
         half = binomial_half_width(value / factor, n_test) * factor
-        stat = f"mean {mean:.3g} vs {value:.3g} − {half:.2g} = {value - half:.3g} (binomial 95 %, n = {n_test})"
+        stat = f"mean {mean:.4g} vs {value:.4g} − {half:.2g} = {value - half:.4g} (binomial 95 %, n = {n_test})"
         return verdict(stat, REPRODUCED if mean >= value - half else NOT_REPRODUCED)
     k = float(claim.get("factor", 3.0))
     ratio = mean / value if value else math.inf
