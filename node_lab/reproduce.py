@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from node_lab.cli import parallel_jobs
-from node_lab.report.summary import summarise
+from node_lab.report.summary import VERDICT_NOTE, summarise
+from node_lab.report.verdicts import verdict_table
 
 STUDIES = Path(__file__).resolve().parent / "studies.yaml"
 STUDY_THREADS = 1  # torch threads of every study's jobs; studies run side by side, cores // this at once
@@ -77,7 +78,8 @@ def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb
             code, wall = future.result()
             sweep_dir = runs / profile / name
             study_dir = report_dir / name.replace("/", "__")
-            result = summarise(sweep_dir, study_dir, title=chosen[name]["title"]) if sweep_dir.is_dir() else None
+            result = (summarise(sweep_dir, study_dir, title=chosen[name]["title"], profile=profile)
+                      if sweep_dir.is_dir() else None)
             status = "ok" if code == 0 else f"exit code {code} (see {sweep_dir}.log)"
             elapsed = (time.perf_counter() - started) / 60
             print(f"[{done}/{len(chosen)}] {name}: {wall / 60:.1f} min, {result['jobs'] if result else 0} jobs, "
@@ -90,6 +92,9 @@ def reproduce(profile: str, only: list[str] | None, runs: Path, out: Path, wandb
               "each running its jobs one after another with one torch thread)",
               "- numbers are mean ± std over seeds of the final test metric; published numbers from "
               "node_lab/published/ with their provenance in the notes column", ""]
+    verdicts = [v for name in chosen if results[name][2] for v in results[name][2]["verdicts"]]
+    if verdicts:
+        header += ["## Verdicts", "", VERDICT_NOTE, ""] + verdict_table(verdicts) + [""]
     report = report_dir / "REPORT.md"
     report.write_text("\n".join(header + sections) + "\n")
     if wandb_mode != "disabled":

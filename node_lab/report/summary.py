@@ -15,6 +15,8 @@ from node_lab.report.figures import draw_study_figures
 from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
 from node_lab.report.sweep_figure import is_number, plot_sweep
+from node_lab.report.verdicts import compute as compute_verdicts
+from node_lab.report.verdicts import load_claims, verdict_table
 from node_lab.rundir import atomic_open, write_text
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,10 @@ COLUMNS = {  # label → metrics.json path ({m} = the run's metric name); final 
     "NFE bwd/iter": "nfe_backward.mean",
     "wall s": "wall_time",
 }
+
+
+VERDICT_NOTE = ("Claims of node_lab/published/*.yaml computed from these run directories "
+                "(node_lab/report/verdicts.py; statistics and schema: node_lab/published/README.md).")
 
 
 @dataclass
@@ -85,9 +91,11 @@ def published_for(row: Row, published: list[dict]) -> list[dict]:
 
 
 def summarise(root: Path, out: Path | None = None, title: str | None = None,
-              published_dir: Path | None = None) -> dict:
+              published_dir: Path | None = None, profile: str | None = None) -> dict:
     """Write summary.md, summary.csv, jobs.csv and summary.png for the runs under ``root`` into
-    ``out`` (default ``root``). Returns counts and the rows."""
+    ``out`` (default ``root``). summary.md starts with the verdict of every claim of
+    node_lab/published/ about the studies found (``profile``: the profile the runs came from, for
+    the table). Returns counts, the rows and the verdicts."""
     root, out = Path(root), Path(out or root)
     out.mkdir(parents=True, exist_ok=True)
     found = find_jobs(root)
@@ -98,6 +106,8 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
     jobs = [j for j in found if j.status != "unreadable"]
     rows = group_rows(jobs)
     published = load_published(published_dir) if published_dir else load_published()
+    claims = load_claims(published_dir) if published_dir else load_claims()
+    verdicts = compute_verdicts(jobs, claims, profile, published)
     write_jobs_csv(out / "jobs.csv", jobs)
     table = write_summary_csv(out / "summary.csv", rows, extra_columns(jobs))
     plot = plot_metric(out / "summary.png", rows, jobs)
@@ -105,6 +115,8 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
              f"{len(jobs)} jobs: " + ", ".join(f"{s} {sum(j.status == s for j in jobs)}"
                                                for s in ("completed", "diverged", "failed", "incomplete")
                                                if any(j.status == s for j in jobs)), ""]
+    if verdicts:
+        lines += ["## Verdicts", "", VERDICT_NOTE, ""] + verdict_table(verdicts) + ["", "## Runs", ""]
     header = ["configuration", "seeds"] + (table[0]["_cols"] if table else list(COLUMNS))
     header += ["diverged", "failed", "restarted"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -134,7 +146,8 @@ def summarise(root: Path, out: Path | None = None, title: str | None = None,
         lines += ["", "## Figures (first completed seed of each configuration)", ""] + gallery
     write_text(out / "summary.md", "\n".join(lines) + "\n")
     return {"jobs": len(jobs), "failed": sum(j.status == "failed" for j in jobs),
-            "diverged": sum(j.status == "diverged" for j in jobs), "rows": table, "markdown": out / "summary.md"}
+            "diverged": sum(j.status == "diverged" for j in jobs), "rows": table, "markdown": out / "summary.md",
+            "verdicts": verdicts}
 
 
 def copy_figures(rows: list[Row], out: Path) -> list[str]:
