@@ -22,7 +22,8 @@ from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
 from node_lab.errors import ConfigError, check_number
 from node_lab.solvers.grid import GRID_METHODS, GridIntegrator
-from node_lab.solvers.rk import RK_METHODS, AdaptiveRK
+from node_lab.solvers.grid import ORDERS as _GRID_ORDERS
+from node_lab.solvers.rk import RK_METHODS, TABLEAUS, AdaptiveRK
 
 # scipy_solver has no autograd: it cannot train a model, so it is not offered.
 SYMPLECTIC = ["leapfrog", "symplectic_euler"]
@@ -31,6 +32,18 @@ METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC 
 FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
                                           "explicit_adams", "implicit_adams", "fixed_adams", *SYMPLECTIC)]
 ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID and m not in GRID_METHODS]
+# Declared order of accuracy of every method (tests/test_solvers.py measures it on exact solutions).
+# None: the Adams methods (multistep, variable-order start; torchdiffeq 0.2.5's explicit_adams did
+# not converge as h -> 0 on y'' = -y in that test's setting, so no order is claimed).
+ORDERS: dict[str, int | None] = {
+    "dopri8": 8, "dopri5": 5, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
+    "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
+    "explicit_adams": None, "implicit_adams": None, "fixed_adams": None,
+    "leapfrog": 2, "symplectic_euler": 1,
+    **{f"grid_{name}": order for name, order in _GRID_ORDERS.items()},
+}
+# node-lab's own adaptive RK (backend node_lab): the order is declared on each tableau
+RK_ORDERS = {name: tab.order for name, tab in TABLEAUS.items()}
 # solver.backend: who integrates the adaptive methods; node_lab (node_lab.solvers.rk) offers RK_METHODS
 BACKENDS = ["torchdiffeq", "node_lab"]
 
