@@ -371,8 +371,9 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
         key = f"{parent}.{leaf}" if parent else leaf
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
-        if not close and parent and "." not in parent:  # a key of another option of the group (solver.substeps)
-            owners = _options_with_key(parent, leaf, others)
+        owners = _options_with_key(parent, leaf, others) if parent and "." not in parent else None
+        if owners and (not close or _similarity(leaf, owners[0]) > _similarity(leaf, close[0])):
+            # a key of another option of the group (solver.substeps), closer than this option's keys
             if owners:
                 name, options = owners
                 hint = (f"{parent}.{name} is a key of {parent}={'|'.join(options)}, not of this {parent}: "
@@ -382,6 +383,10 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
     if isinstance(err, (OverrideParseException, HydraException, OmegaConfBaseException)):
         return first
     return None
+
+
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def _unknown_option(missing: str, overrides: list[str], loader) -> ConfigError:

@@ -22,6 +22,8 @@ file; trajectory tasks observe a documented window (see each dataset).
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -85,17 +87,26 @@ class Forcing:
         self.values = values if values.dim() == 2 else values[:, None]  # (N, k)
         self.outside = outside
 
+        # One row per segment, found by one searchsorted: [t_lo, u(t_lo) (k), slope (k)], so that
+        # u(t) = u_lo + (t - t_lo) * slope is one gather, one sub and one addcmul per evaluation.
+        # Segment 0 is t < t_0, 1..N-1 are [t_{i-1}, t_i), N is the last knot itself (up to the next
+        # float), N+1 is beyond: constant (0 or the end value, per ``outside``) with slope 0.
+        ts, vs = self.times, self.values
+        edge = torch.zeros_like(vs[:1]) if outside == "zero" else None
+        slope = (vs[1:] - vs[:-1]) / (ts[1:] - ts[:-1])[:, None]
+        flat = torch.zeros_like(vs[:1])
+        rows_v = [vs[:1] if edge is None else edge, vs[:-1], vs[-1:], vs[-1:] if edge is None else edge]
+        rows_s = [flat, slope, flat, flat]
+        t_lo = torch.cat([ts[:1], ts[:-1], ts[-1:], ts[-1:]])
+        self._knots = torch.cat([ts, torch.nextafter(ts[-1:], torch.full_like(ts[-1:], math.inf))])
+        self._table = torch.cat([t_lo[:, None], torch.cat(rows_v), torch.cat(rows_s)], dim=1)  # (N+2, 1+2k)
+        self._k = vs.shape[1]
+
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
         """u(t) for a scalar time tensor → (k,)."""
-        ts, vs = self.times, self.values
-        i = torch.searchsorted(ts, t.reshape(1).to(ts.dtype)).clamp(1, len(ts) - 1)
-        t_lo, t_hi = ts[i - 1], ts[i]
-        w = ((t.to(ts.dtype) - t_lo) / (t_hi - t_lo)).clamp(0.0, 1.0)
-        u = (vs[i - 1] + w[:, None] * (vs[i] - vs[i - 1]))[0]
-        if self.outside == "zero":
-            inside = (t >= ts[0]) & (t <= ts[-1])
-            u = u * inside.to(u.dtype)
-        return u
+        row = self._table[torch.searchsorted(self._knots, t.reshape(1).to(self._knots.dtype), right=True)][0]
+        k = self._k
+        return torch.addcmul(row[1 : 1 + k], t.to(row.dtype) - row[0], row[1 + k :])
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Forcing:
         return Forcing(self.times.to(device, dtype), self.values.to(device, dtype), self.outside)

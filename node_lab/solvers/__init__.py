@@ -22,6 +22,8 @@ from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
 from node_lab.errors import ConfigError, check_number
 from node_lab.solvers.grid import GRID_METHODS, GridIntegrator
+from node_lab.solvers.grid import ORDERS as _GRID_ORDERS
+from node_lab.solvers.rk import RK_METHODS, TABLEAUS, AdaptiveRK
 
 # scipy_solver has no autograd: it cannot train a model, so it is not offered.
 SYMPLECTIC = ["leapfrog", "symplectic_euler"]
@@ -30,6 +32,20 @@ METHODS = [m for m in _TORCHDIFFEQ_SOLVERS if m != "scipy_solver"] + SYMPLECTIC 
 FIXED_GRID = [m for m in METHODS if m in ("euler", "midpoint", "heun2", "heun3", "rk4",
                                           "explicit_adams", "implicit_adams", "fixed_adams", *SYMPLECTIC)]
 ADAPTIVE = [m for m in METHODS if m not in FIXED_GRID and m not in GRID_METHODS]
+# Declared order of accuracy of every method (tests/test_solvers.py measures it on exact solutions).
+# None: the Adams methods (multistep, variable-order start; torchdiffeq 0.2.5's explicit_adams did
+# not converge as h -> 0 on y'' = -y in that test's setting, so no order is claimed).
+ORDERS: dict[str, int | None] = {
+    "dopri8": 8, "dopri5": 5, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2,
+    "euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
+    "explicit_adams": None, "implicit_adams": None, "fixed_adams": None,
+    "leapfrog": 2, "symplectic_euler": 1,
+    **{f"grid_{name}": order for name, order in _GRID_ORDERS.items()},
+}
+# node-lab's own adaptive RK (backend node_lab): the order is declared on each tableau
+RK_ORDERS = {name: tab.order for name, tab in TABLEAUS.items()}
+# solver.backend: who integrates the adaptive methods; node_lab (node_lab.solvers.rk) offers RK_METHODS
+BACKENDS = ["torchdiffeq", "node_lab"]
 
 
 class _Counted(nn.Module):
@@ -94,6 +110,11 @@ class Solver:
     - ``adjoint``: gradients by the adjoint method instead of backprop through the solver.
     - ``adjoint_seminorm``: Kidger et al.'s seminorm for the adjoint's step control.
     - ``t0``, ``t1``: integration interval of end-state tasks (``null``: the task's own, [0, 1]).
+    - ``backend``: ``torchdiffeq`` (default) or ``node_lab``: node-lab's own adaptive RK
+      (:mod:`node_lab.solvers.rk`; dopri5, bosh3; torchdiffeq's semantics, one host sync per step,
+      backprop through the steps, no adjoint).
+    - ``compile``: with ``backend: node_lab``, the whole RK step is ``torch.compile``-d (a one-off
+      compile per process; the controller stays in Python).
     - ``substeps``, ``compile_chunk``: ``grid_*`` methods only (:mod:`node_lab.solvers.grid`): equal steps
       per interval of the output grid, and K grid intervals per ``torch.compile``-d chunk (null:
       eager). The adjoint is not offered for them (backprop through the steps).
@@ -112,6 +133,8 @@ class Solver:
         t1: float | None = None,
         substeps: int = 1,
         compile_chunk: int | None = None,
+        backend: str = "torchdiffeq",
+        compile: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ConfigError("method", method, "not a torchdiffeq method", choices=METHODS,
@@ -150,7 +173,25 @@ class Solver:
         check_number("t1", t1, allow_none=True)
         if t0 is not None and t1 is not None and t1 <= t0:
             raise ConfigError("t1", t1, f"must be greater than solver.t0={t0:g}")
+        if backend not in BACKENDS:
+            raise ConfigError("backend", backend, "unknown solver backend", choices=BACKENDS,
+                              fix="solver.backend=torchdiffeq")
+        if not isinstance(compile, bool):
+            raise ConfigError("compile", compile, "must be true or false", choices=[True, False])
+        if backend == "node_lab":
+            if method not in RK_METHODS:
+                raise ConfigError("method", method, "backend node_lab integrates only its adaptive RK methods",
+                                  choices=RK_METHODS, fix="solver.method=dopri5, or solver.backend=torchdiffeq")
+            if adjoint is True:
+                raise ConfigError("adjoint", adjoint, "backend node_lab trains by backprop through its steps",
+                                  choices=[False], fix="solver.adjoint=false, or solver.backend=torchdiffeq")
+        elif compile is True:
+            raise ConfigError("compile", compile, "only backend node_lab compiles its step",
+                              choices=[False], fix="solver.backend=node_lab (dopri5, bosh3), or solver.compile=false;"
+                              " grid_* methods take solver.compile_chunk")
         self.method = method
+        self.backend, self.compile = backend, compile
+        self.rk = AdaptiveRK(method, rtol, atol, max_num_steps, compile) if backend == "node_lab" else None
         self.rtol, self.atol = rtol, atol
         self.step_size = step_size
         self.max_num_steps = max_num_steps
@@ -173,6 +214,10 @@ class Solver:
         """Integrate from ``z0`` (B, …) at ``times[0]``; returns the states at ``times`` (T, B, …)."""
         if self.grid is not None:  # counted arithmetically: a wrapper would defeat the compiled chunks
             zs, nfe = self.grid.solve(func, z0, times)
+            self.nfe += nfe
+            return zs
+        if self.rk is not None:  # counted arithmetically too (stages per step)
+            zs, nfe = self.rk.solve(func, z0, times)
             self.nfe += nfe
             return zs
         counted = _Counted(func, self)
@@ -199,6 +244,8 @@ class Solver:
             return f"{self.method} substeps={self.grid.substeps}{chunk}"
         if self.adaptive:
             text = f"{self.method} rtol={self.rtol:g} atol={self.atol:g}"
+            if self.rk is not None:
+                text += " node_lab" + (" compiled" if self.compile else "")
         else:
             text = f"{self.method} step={self.step_size:g}"
         seminorm = "+seminorm" if self.adjoint_seminorm and self.adaptive else ""

@@ -25,6 +25,7 @@ TABLEAUS: dict[str, tuple[list[float], list[list[float]], list[float]]] = {
     "midpoint": ([0.0, 0.5], [[], [0.5]], [0.0, 1.0]),
     "rk4": ([0.0, 0.5, 0.5, 1.0], [[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6]),
 }
+ORDERS = {"euler": 1, "midpoint": 2, "rk4": 4}  # order of accuracy of each tableau (tests/test_solvers.py)
 GRID_METHODS = [f"grid_{name}" for name in TABLEAUS]
 
 
