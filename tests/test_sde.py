@@ -14,8 +14,7 @@ from torch import nn
 from node_lab import cli, job, metrics
 from node_lab.build import build
 from node_lab.errors import ConfigError
-from node_lab.solvers.sde import (METHOD_NOISE_TYPES, METHOD_SDE_TYPES, NOISE_TYPES, SDE_METHODS, SDE_TYPES,
-                                  SDESolver)
+from node_lab.solvers.sde import METHOD_NOISE_TYPES, METHOD_SDE_TYPES, NOISE_TYPES, SDE_METHODS, SDE_TYPES, SDESolver
 
 F64 = torch.float64
 
@@ -211,7 +210,7 @@ BAD = [
     (["model=nsde", "dataset=extrapolation", "model.noise=diagonall"], "model.noise=diagonall"),
     (["model=nsde", "dataset=extrapolation", "model.samples=1"], "model.samples=1"),
     (["model=nsde", "dataset=extrapolation", "model.brownian_dim=3"], "model.brownian_dim=3"),
-    (["model=nsde", "dataset=extrapolation", "model.init_velocity=zero"], "model.init_velocity=zero"),
+    (["model=nsde", "dataset=extrapolation", "model.order=1", "model.init_velocity=zero"], "model.init_velocity=zero"),
     (["model=nsde", "dataset=extrapolation", "solver.dt=0"], "solver.dt=0"),
     (["model=nsde"], "model=NeuralSDE: is a distribution over trajectories"),
     (["model=nsde", "dataset=extrapolation", "train.mode=steps"], "train.mode=steps"),

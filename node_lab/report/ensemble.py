@@ -7,7 +7,8 @@ Trajectory tasks: predictive mean and a ±2σ band over the members, and the cov
 the members' mean and variance, ``test_crps``, ``test_coverage90`` of the members' central 90 % band,
 ``test_mean_mse``), so a seed ensemble and a neural SDE compare on the same numbers. With few members
 the empirical 90 % band is the members' range shrunk a little (5 members: the band between the
-interpolated 5 % and 95 % quantiles), so its coverage is low by construction — part of the answer. Classifiers: the ensemble's accuracy (mean output) beside the
+interpolated 5 % and 95 % quantiles), so its coverage is low by construction — part of the answer.
+Classifiers: the ensemble's accuracy (mean output) beside the
 members'. Everything is read from the run directories (the checkpoints hold the resolved config and
 the weights); the members are evaluated on the data of the first member.
 """
