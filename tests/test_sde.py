@@ -273,7 +273,7 @@ def test_nsde_is_reproducible_and_evaluation_is_fixed(make_cfg, tmp_path):
 def test_diffusion_free_limit_is_the_ode(make_cfg):
     """With a vanishing diffusion every path is the ODE solution of the drift: the NeuralSDE's mean
     equals the FirstOrderODE with the same drift weights (Euler, the same step)."""
-    sde = build(make_cfg(*QUICK, "model.diffusion_scale=1e-12")).model
+    sde = build(make_cfg(*QUICK, "model.order=1", "model.diffusion_scale=1e-12")).model
     ode = build(make_cfg("dataset=extrapolation", "solver=euler", "solver.step_size=0.1")).model
     ode.dynamics.load_state_dict(sde.dynamics.drift.state_dict())
     x, ts = torch.ones(3, 1), torch.linspace(0, 2, 9)
