@@ -565,7 +565,8 @@ def summary_text(metrics: dict) -> str:
         f"parameters  {metrics['params']}",
         *_physics_lines(metrics.get("physics"), _fmt),
         *([f"predictive  test NLL {_fmt(final['test_nll'])} | CRPS {_fmt(final['test_crps'])} | coverage90 "
-           f"{_fmt(final['test_coverage90'])} | mean MSE {_fmt(final['test_mean_mse'])}"] if "test_nll" in final else []),
+           f"{_fmt(final['test_coverage90'])} | mean MSE {_fmt(final['test_mean_mse'])}"]
+          if "test_nll" in final else []),
         *([f"interpret.  velocity MSE {_fmt(final['interpretability_error'])}"]
           if "interpretability_error" in final else []),
         *([f"restarts    {len(metrics['restarts'])} (seeds {[r['seed'] for r in metrics['restarts']]})"]

@@ -14,8 +14,7 @@ from torch import nn
 from node_lab import cli, job, metrics
 from node_lab.build import build
 from node_lab.errors import ConfigError
-from node_lab.solvers.sde import (METHOD_NOISE_TYPES, METHOD_SDE_TYPES, NOISE_TYPES, SDE_METHODS, SDE_TYPES,
-                                  SDESolver)
+from node_lab.solvers.sde import METHOD_NOISE_TYPES, METHOD_SDE_TYPES, NOISE_TYPES, SDE_METHODS, SDE_TYPES, SDESolver
 
 F64 = torch.float64
 
@@ -211,7 +210,7 @@ BAD = [
     (["model=nsde", "dataset=extrapolation", "model.noise=diagonall"], "model.noise=diagonall"),
     (["model=nsde", "dataset=extrapolation", "model.samples=1"], "model.samples=1"),
     (["model=nsde", "dataset=extrapolation", "model.brownian_dim=3"], "model.brownian_dim=3"),
-    (["model=nsde", "dataset=extrapolation", "model.init_velocity=zero"], "model.init_velocity=zero"),
+    (["model=nsde", "dataset=extrapolation", "model.order=1", "model.init_velocity=zero"], "model.init_velocity=zero"),
     (["model=nsde", "dataset=extrapolation", "solver.dt=0"], "solver.dt=0"),
     (["model=nsde"], "model=NeuralSDE: is a distribution over trajectories"),
     (["model=nsde", "dataset=extrapolation", "train.mode=steps"], "train.mode=steps"),
@@ -274,7 +273,7 @@ def test_nsde_is_reproducible_and_evaluation_is_fixed(make_cfg, tmp_path):
 def test_diffusion_free_limit_is_the_ode(make_cfg):
     """With a vanishing diffusion every path is the ODE solution of the drift: the NeuralSDE's mean
     equals the FirstOrderODE with the same drift weights (Euler, the same step)."""
-    sde = build(make_cfg(*QUICK, "model.diffusion_scale=1e-12")).model
+    sde = build(make_cfg(*QUICK, "model.order=1", "model.diffusion_scale=1e-12")).model
     ode = build(make_cfg("dataset=extrapolation", "solver=euler", "solver.step_size=0.1")).model
     ode.dynamics.load_state_dict(sde.dynamics.drift.state_dict())
     x, ts = torch.ones(3, 1), torch.linspace(0, 2, 9)

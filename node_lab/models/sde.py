@@ -197,7 +197,6 @@ class NeuralSDE(ODEModel):
 
     def readout(self, zs: torch.Tensor) -> torch.Tensor:
         """(k, T, B, state) → (k, T, B, out) through the readout and head."""
-        k = zs.shape[0]
         read = self.read(zs.flatten(1, 2))  # (k, T·B, read)
         out = self.head(read.flatten(0, 1)).unflatten(0, read.shape[:2])
         return out.unflatten(1, zs.shape[1:3])

@@ -7,7 +7,8 @@
   nominal f̂ projected onto the half-space of decrease:
       f = f̂ − ∇V · ReLU(∇V·f̂ + αV) / ‖∇V‖²,
   with f̂(z) = MLP(z) − MLP(0) (the equilibrium is the origin; a nominal field that does not vanish
-  there would make the correction unbounded as ∇V → 0), so ∇V·f ≤ −αV at every state: V(z(t)) ≤ V(z0) e^{−αt}, every trajectory stays in
+  there would make the correction unbounded as ∇V → 0), so ∇V·f ≤ −αV at every state:
+  V(z(t)) ≤ V(z0) e^{−αt}, every trajectory stays in
   {‖z‖² ≤ V(z0)/ε_V} and converges to 0. Defined for first-order fields on the whole state (NODE,
   ANODE, the drift of a first-order neural SDE); refused for SONODE, whose acceleration alone cannot
   enforce ∇_x V·v + ∇_v V·a ≤ −αV where ∇_v V = 0.
@@ -124,7 +125,8 @@ def stabilise(nominal, in_dim: int, out_dim: int, stability: str, alpha: float,
     if stability == "lyapunov":
         if in_dim != out_dim:
             raise ConfigError("stability", stability, f"needs a field on the whole state (in_dim = out_dim); this one "
-                              f"maps {in_dim} → {out_dim} dims (SONODE's acceleration)", choices=["contractive", "none"],
+                              f"maps {in_dim} → {out_dim} dims (SONODE's acceleration)",
+                              choices=["contractive", "none"],
                               fix="model.field.stability=contractive")
         return LyapunovProjected(nominal, in_dim, alpha, list(lyapunov_hidden), eps=LYAPUNOV_EPS)
     check_number("residual_bound", residual_bound, low=0)
