@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import math
 import os
@@ -371,7 +372,7 @@ def describe_error(err: Exception, overrides: list[str], loader) -> str | None:
         key = f"{parent}.{leaf}" if parent else leaf
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
-        owners = _options_with_key(parent, leaf, others) if parent and "." not in parent else None
+        owners = _options_with_key(parent, leaf) if parent and "." not in parent else None
         if owners and (not close or _similarity(leaf, owners[0]) > _similarity(leaf, close[0])):
             # a key of another option of the group (solver.substeps), closer than this option's keys
             if owners:
@@ -425,7 +426,7 @@ def _closest_option(folder: str, parts: list[str], loader) -> str | None:
     return next((o for o in closest_first(parts[0], options) if o in close), None)  # ties: the listed order
 
 
-def _options_with_key(group: str, leaf: str, overrides: list[str]) -> tuple[str, list[str]] | None:
+def _options_with_key(group: str, leaf: str) -> tuple[str, list[str]] | None:
     """The key of another option of config group ``group`` closest to ``leaf`` and the options that
     have it (``solver.substeps`` → ("substeps", ["grid_euler", …])); None if there is none."""
     from hydra.core.global_hydra import GlobalHydra
@@ -434,15 +435,21 @@ def _options_with_key(group: str, leaf: str, overrides: list[str]) -> tuple[str,
         options = GlobalHydra.instance().config_loader().get_group_options(group)
     except Exception:  # a listing is a courtesy
         return None
-    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != group]
     found: dict[str, list[str]] = {}
     for option in options:
-        for name in difflib.get_close_matches(leaf, _keys_of(group, [*others, f"{group}={option}"]), n=1):
+        for name in difflib.get_close_matches(leaf, _option_keys(group, option), n=1):
             found.setdefault(name, []).append(option)
     if not found:
         return None
     name = difflib.get_close_matches(leaf, list(found), n=1)[0]
     return name, found[name]
+
+
+@functools.cache
+def _option_keys(group: str, option: str) -> tuple[str, ...]:
+    """The keys of option ``option`` of config group ``group`` (composed once per process: the key
+    names do not depend on the rest of the command line)."""
+    return tuple(_keys_of(group, [f"{group}={option}"]))
 
 
 def _keys_of(parent: str, overrides: list[str]) -> list[str]:

@@ -126,7 +126,8 @@ def test_every_claim_names_rows_and_metrics_its_study_produces():
             published = load_published()
             names = each.get("values") if each.get("key") == "row" else [claim["a"]["row"]]
             for name in names:
-                assert any(p["study"] == claim["study"] and str(p["row"]) == str(name) for p in published), (where, name)
+                assert any(p["study"] == claim["study"] and str(p["row"]) == str(name)
+                           for p in published), (where, name)
 
 
 # --- fixture sweeps with known answers -----------------------------------------------------------
@@ -143,12 +144,14 @@ def _run(path: Path, study: str, row: str, seed: int, final: dict | None = None,
         (path / "failure.json").write_text(json.dumps({"status": "failed", "reason": "RuntimeError: boom"}))
         return
     metrics = {"status": status, "reason": "", "metric": metric, "final": final or {}, "iterations": iterations,
-               "seed": seed, "best": {}, "last": last or {}, "nfe_forward": {"mean": 1.0}, "nfe_backward": {"mean": 0.0}, "wall_time": 1.0}
+               "seed": seed, "best": {}, "last": last or {}, "nfe_forward": {"mean": 1.0},
+               "nfe_backward": {"mean": 0.0}, "wall_time": 1.0}
     if physics is not None:
         metrics["physics"] = physics
     (path / "metrics.json").write_text(json.dumps(metrics))
     if energy is not None:
-        (path / "energy.csv").write_text("t,drift_at_t,drift_to_t\n" + "".join(f"{t:g},{a:g},{b:g}\n" for t, a, b in energy))
+        rows = "".join(f"{t:g},{a:g},{b:g}\n" for t, a, b in energy)
+        (path / "energy.csv").write_text("t,drift_at_t,drift_to_t\n" + rows)
 
 
 def _by_study(verdicts):

@@ -22,9 +22,8 @@ file; trajectory tasks observe a documented window (see each dataset).
 
 from __future__ import annotations
 
-import math
-
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum

@@ -12,6 +12,7 @@ from torch import nn
 from node_lab.errors import ConfigError, check_choice, check_number
 from node_lab.models.stable import STABILITY, stabilise
 
+
 def exp_elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """ELU from ``exp``: (exp(min(x, 0)) - 1)·alpha + max(x, 0), in place after the first op (no
     autograd). ATen's ELU goes through ``expm1``, whose AVX-512 path is ~3x slower than this on the

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from node_lab.report.rundirs import Job, read_history
+from node_lab.report.rundirs import read_history
 
 if TYPE_CHECKING:
     from node_lab.report.summary import Row
