@@ -78,7 +78,26 @@ def mlp(in_dim: int, out_dim: int, hidden: list[int], activation: str,
     return nn.Sequential(*layers)
 
 
-class MLPField(nn.Module):
+class _Stabilisable(nn.Module):
+    """A field whose own output is ``nominal(t, z)``; ``stability`` (see :class:`MLPField`) wraps it
+    in :func:`node_lab.models.stable.stabilise` and ``forward`` returns the stable field."""
+
+    def _stabilise(self, in_dim: int, out_dim: int, stability: str, alpha: float, lyapunov_hidden,
+                   residual_bound: float) -> None:
+        self.stability = stability
+        self.stable = stabilise(self.nominal, in_dim, out_dim, stability, alpha,
+                                widths(lyapunov_hidden, "lyapunov_hidden"), residual_bound)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.stable is not None:
+            return self.stable(t, z)
+        return self.nominal(t, z)
+
+    def nominal(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MLPField(_Stabilisable):
     """f(t, z) = MLP([t,] z) for states (B, in_dim) → (B, out_dim).
 
     **Arguments:** ``hidden`` widths; ``activation`` (elu | relu | tanh | softplus | silu |
@@ -110,14 +129,7 @@ class MLPField(nn.Module):
         check_choice("stability", stability, STABILITY)
         self.time = time
         self.net = mlp(in_dim + (time == "concat"), out_dim, widths(hidden), activation, output_activation)
-        self.stability = stability
-        self.stable = stabilise(self.nominal, in_dim, out_dim, stability, alpha,
-                                widths(lyapunov_hidden, "lyapunov_hidden"), residual_bound)
-
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.stable is not None:
-            return self.stable(t, z)
-        return self.nominal(t, z)
+        self._stabilise(in_dim, out_dim, stability, alpha, lyapunov_hidden, residual_bound)
 
     def nominal(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The MLP's own output f̂(t, z) (the field itself unless ``stability`` wraps it)."""
@@ -202,7 +214,7 @@ class GroupNormConvField(nn.Module):
         return self.norm3(z)
 
 
-class FeatureField(nn.Module):
+class FeatureField(_Stabilisable):
     """f(t, s) = net(φ(t, s)) with a fixed feature map φ = [s, scale·s[dims]^power, …, u(t)].
 
     ``s`` is what the model passes (the state; for SONODE [x, v]). ``powers``: extra features,
@@ -249,14 +261,7 @@ class FeatureField(nn.Module):
         self.forcing = None  # set by ODEModel.set_forcing once the data are loaded
         n_features = in_dim + sum(len(d) for d, _, _ in self.powers) + forcing_dim + (time == "concat")
         self.net = mlp(n_features, out_dim, widths(hidden), activation, output_activation)
-        self.stability = stability  # as in MLPField: the feature model is the nominal field
-        self.stable = stabilise(self.nominal, in_dim, out_dim, stability, alpha,
-                                widths(lyapunov_hidden, "lyapunov_hidden"), residual_bound)
-
-    def forward(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        if self.stable is not None:
-            return self.stable(t, s)
-        return self.nominal(t, s)
+        self._stabilise(in_dim, out_dim, stability, alpha, lyapunov_hidden, residual_bound)  # as in MLPField
 
     def nominal(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """net(φ(t, s)), the field itself unless ``stability`` wraps it (see :class:`MLPField`)."""
