@@ -9,11 +9,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from node_lab.report.figures import draw_study_figures
 from node_lab.report.published import load_published, metric_paths, scale
 from node_lab.report.rundirs import Job, find_jobs, unlabelled
+from node_lab.report.stats import mean_sd
 from node_lab.report.sweep_figure import is_number, plot_sweep
 from node_lab.report.verdicts import compute as compute_verdicts
 from node_lab.report.verdicts import load_claims, verdict_table
@@ -59,9 +58,11 @@ class Row:
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (node_lab.report.stats.mean_sd); None for what one or no value can't give."""
     if not values:
         return None, None
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+    mean, sd = mean_sd(values)
+    return mean, (sd if len(values) > 1 else None)
 
 
 def fmt(mean: float | None, std: float | None = None) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from node_lab.report.rundirs import read_history
+from node_lab.report.stats import mean_sd
 
 if TYPE_CHECKING:
     from node_lab.report.summary import Row
@@ -34,7 +35,9 @@ def is_number(text: object) -> bool:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    """Mean and sample std over seeds; one seed draws no error bar."""
+    mean, sd = mean_sd(values)
+    return mean, (sd if len(values) > 1 else 0.0)
 
 
 def _series(rows: list[Row], keys: list[str], path: str) -> dict[str, list[tuple[str, float, float]]]:
